@@ -1,0 +1,50 @@
+# Vigil — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= data/fraud
+PYTEST_ARGS ?=
+PACKAGES := vigil components pipelines inference feature_store monitoring
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+.PHONY: setup
+setup: $(VENV)/.installed ## Create .venv and install Vigil with its dev extras (pinned by constraints.txt).
+
+.PHONY: demo
+demo: setup ## Simulate data, run the training pipeline locally, serve the model and score examples.
+	$(BIN)/python -m vigil.demo --data $(DATA)
+
+.PHONY: test
+test: setup ## Run the full test suite (unit, integration, e2e) — what CI runs.
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: setup ## ruff and mypy.
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(wildcard $(PACKAGES))
+
+.PHONY: compile
+compile: setup ## Recompile the KFP pipelines into their committed YAML.
+	$(BIN)/python -m pipelines.compile
+
+.PHONY: bench
+bench: setup ## Run the benchmarks; results go to bench/results/*.json.
+	$(BIN)/python -m bench.run
+
+.PHONY: clean
+clean: ## Remove local state (.vigil, data) but keep the venv.
+	rm -rf .vigil data

@@ -1,0 +1,88 @@
+"""The ``vigil`` command line. Commands live in :mod:`vigil.commands` and load lazily, so that
+``vigil --help`` does not import Feast, MLflow or KServe."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from vigil.errors import ValidationFailed, VigilError
+
+#: command name -> ("module:attribute", one-line help shown by ``vigil --help``)
+COMMANDS = {
+    "simulate": ("vigil.commands.simulate:simulate", "Simulate raw card transactions."),
+    "validate": ("vigil.commands.validate:validate", "Run the validation gate on raw data."),
+    "featurize": ("vigil.commands.features:featurize", "Compute features for transactions."),
+    "materialize": ("vigil.commands.features:materialize", "Load the online feature store."),
+    "run": ("vigil.commands.run:run", "Run a training pipeline locally or on KFP."),
+    "models": ("vigil.commands.models:models", "List, promote and roll back models."),
+    "benchmark": ("vigil.commands.benchmark:benchmark", "Reproduce the handbook benchmark."),
+    "serve": ("vigil.commands.serve:serve", "Serve a model over HTTP (KServe)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name][0].split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML settings file (default: $VIGIL_CONFIG or ./vigil.yaml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="vigil")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Vigil: validated data, one feature definition, models served online."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = {"config_path": config_path}
+
+
+def settings_from(ctx: click.Context) -> Any:
+    """The :class:`vigil.config.Settings` named on the command line (loaded on first use)."""
+    from vigil.config import load_settings
+
+    root = ctx.find_root()
+    if "settings" not in root.obj:
+        root.obj["settings"] = load_settings(root.obj.get("config_path"))
+    return root.obj["settings"]
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ValidationFailed as e:
+        click.echo(f"validation failed: {e}", err=True)
+        sys.exit(1)
+    except VigilError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Thin click adapters over the library functions; one module per command family."""
