@@ -43,8 +43,13 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML settings file (default: $VIGIL_CONFIG or ./vigil.yaml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML settings file (default: $VIGIL_CONFIG or ./vigil.yaml).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.version_option(package_name="vigil")
 @click.pass_context

@@ -1,4 +1,4 @@
-"""Typed configuration: YAML -> ``${VAR}`` / ``${VAR:-default}`` expansion -> strict pydantic models.
+"""Typed configuration: YAML, ``${VAR}`` / ``${VAR:-default}`` expansion, strict pydantic models.
 
 Where settings come from, in order of precedence:
 1. environment overrides (``VIGIL_HOME``, ``VIGIL_REDIS_URL``, ``MLFLOW_TRACKING_URI``),

@@ -67,9 +67,10 @@ class Simulation:
     transactions: pd.DataFrame
     customers: pd.DataFrame
     terminals: pd.DataFrame
-    #: (TERMINAL_ID, START_DAY): all the terminal's transactions in [START_DAY, START_DAY + 28) are fraud.
+    #: (TERMINAL_ID, START_DAY): the terminal's transactions in [START_DAY, +28) are all fraud.
     compromised_terminals: pd.DataFrame
-    #: (CUSTOMER_ID, START_DAY): a third of the customer's transactions in [START_DAY, +14) are 5x frauds.
+    #: (CUSTOMER_ID, START_DAY): a third of the customer's transactions in [START_DAY, +14)
+    #: are 5x frauds.
     compromised_customers: pd.DataFrame
     #: Drawn amount in cents before scenario 3, aligned with ``transactions``.
     base_amount_cents: np.ndarray
@@ -168,9 +169,7 @@ def simulate(config: SimulationConfig, progress: Progress = _no_progress) -> Sim
         [rng.choice(n_c, CUSTOMERS_COMPROMISED_PER_DAY, replace=False) for _ in range(n_d)]
     )
     for d in range(n_d):
-        idx = np.concatenate(
-            [by_customer[bounds[cu] : bounds[cu + 1]] for cu in comp_customers[d]]
-        )
+        idx = np.concatenate([by_customer[bounds[cu] : bounds[cu + 1]] for cu in comp_customers[d]])
         idx = idx[(day[idx] >= d) & (day[idx] < d + CUSTOMER_COMPROMISE_DAYS)]
         k = len(idx) // 3
         eligible = np.sort(idx[scenario[idx] != 3])
@@ -205,7 +204,9 @@ def simulate(config: SimulationConfig, progress: Progress = _no_progress) -> Sim
             "NB_TERMINALS": n_available,
         }
     )
-    terminals = pd.DataFrame({c.TERMINAL_ID: np.arange(n_t), "X": terminal_xy[:, 0], "Y": terminal_xy[:, 1]})
+    terminals = pd.DataFrame(
+        {c.TERMINAL_ID: np.arange(n_t), "X": terminal_xy[:, 0], "Y": terminal_xy[:, 1]}
+    )
     return Simulation(
         config=config,
         transactions=transactions,
@@ -227,7 +228,7 @@ def write_daily(
     out: Path,
     start_date: date,
     n_days: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[Path]:
     """Write one parquet file per day (``YYYY-MM-DD.parquet``), empty days included."""
     out.mkdir(parents=True, exist_ok=True)

@@ -15,32 +15,58 @@ from vigil.simulate import (
     BOOK_SCENARIOS,
     BOOK_TRANSACTIONS,
     SimulationConfig,
-    simulate as run_simulation,
     write_daily,
+)
+from vigil.simulate import (
+    simulate as run_simulation,
 )
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the daily parquet files (created).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the daily parquet files (created).",
+)
 @click.option("--customers", type=click.IntRange(min=3), default=5_000, show_default=True)
 @click.option("--terminals", type=click.IntRange(min=2), default=10_000, show_default=True)
 @click.option("--days", type=click.IntRange(min=1), default=183, show_default=True)
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), default="2018-04-01",
-              show_default=True, help="First day, YYYY-MM-DD.")
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default="2018-04-01",
+    show_default=True,
+    help="First day, YYYY-MM-DD.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the statistics as JSON.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the statistics as JSON.",
+)
 def simulate(
-    out: Path, customers: int, terminals: int, days: int, start: datetime, seed: int,
+    out: Path,
+    customers: int,
+    terminals: int,
+    days: int,
+    start: datetime,
+    seed: int,
     json_out: Path | None,
 ) -> None:
     """Simulate card transactions with the handbook's generative process and fraud scenarios."""
     config = SimulationConfig(
-        n_customers=customers, n_terminals=terminals, n_days=days, start_date=start.date(), seed=seed
+        n_customers=customers,
+        n_terminals=terminals,
+        n_days=days,
+        start_date=start.date(),
+        seed=seed,
     )
     t0 = time.perf_counter()
     with tqdm(total=3 + days, desc="simulate", unit="step", leave=True) as bar:
+
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
@@ -65,7 +91,10 @@ def _summary(stats: dict, config: SimulationConfig) -> str:
         f"1: {scenarios[1]:,}  2: {scenarios[2]:,}  3: {scenarios[3]:,}",
     ]
     if (config.n_customers, config.n_terminals, config.n_days, config.start_date) == (
-        5_000, 10_000, 183, date(2018, 4, 1)
+        5_000,
+        10_000,
+        183,
+        date(2018, 4, 1),
     ):
         delta = stats["transactions"] / BOOK_TRANSACTIONS - 1
         lines.append(

@@ -1,0 +1,1 @@
+"""Feast repository of the fraud features, and the one feature definition (transforms)."""

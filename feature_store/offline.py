@@ -1,0 +1,276 @@
+"""Offline side of the feature store: the sources Feast reads, and point-in-time training sets.
+
+* :func:`write_sources` turns batch features and raw transactions into the parquet sources of
+  ``feature_store.definitions`` (per-transaction features; history snapshots at a cutoff).
+* :func:`training_set` retrieves ``fraud_v1`` for given transactions through Feast's historical
+  retrieval (DuckDB offline store), point in time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore
+
+from feature_store import definitions as d
+from feature_store.transforms import (
+    DEFAULT_SPEC,
+    FeatureSpec,
+    calendar_flags,
+    to_epoch_us,
+)
+from vigil import contract as c
+
+
+def id_order_key(ids: pd.Series) -> pd.DataFrame:
+    """Sort keys that order TRANSACTION_IDs numerically when they are numbers, else as text."""
+    as_text = ids.astype(str)
+    numeric = pd.to_numeric(as_text, errors="coerce")
+    return pd.DataFrame({"num": numeric.fillna(np.inf).to_numpy(), "text": as_text.to_numpy()})
+
+
+def event_order(transactions: pd.DataFrame) -> np.ndarray:
+    """Positions of ``transactions`` in event order: (TX_DATETIME, TRANSACTION_ID)."""
+    keys = id_order_key(transactions[c.TRANSACTION_ID])
+    frame = pd.DataFrame(
+        {"ts": transactions[c.TX_DATETIME].to_numpy(), "num": keys["num"], "text": keys["text"]}
+    )
+    return frame.sort_values(["ts", "num", "text"], kind="stable").index.to_numpy()
+
+
+def join_timestamps(transactions: pd.DataFrame) -> pd.Series:
+    """Timestamps to join each transaction's own feature row on, as tz-aware UTC.
+
+    Feast joins on (entity, timestamp). Transactions of one customer at the same instant would
+    share that key, so they are spread 1 µs apart in event order; only the join key moves,
+    never the feature values. Everywhere else the key is TX_DATETIME itself.
+    """
+    ts = transactions[c.TX_DATETIME].astype("datetime64[us]").reset_index(drop=True)
+    customers = transactions[c.CUSTOMER_ID].reset_index(drop=True)
+    tied = pd.DataFrame({"c": customers, "ts": ts}).duplicated(keep=False).to_numpy()
+    if tied.any():
+        sub = transactions.reset_index(drop=True).loc[tied]
+        keys = id_order_key(sub[c.TRANSACTION_ID])
+        ranked = pd.DataFrame(
+            {
+                "c": sub[c.CUSTOMER_ID].to_numpy(),
+                "ts": sub[c.TX_DATETIME].to_numpy(),
+                "num": keys["num"].to_numpy(),
+                "text": keys["text"].to_numpy(),
+            },
+            index=sub.index,
+        ).sort_values(["c", "ts", "num", "text"])
+        rank = ranked.groupby(["c", "ts"], sort=False).cumcount()
+        ts = ts.copy()
+        ts.loc[rank.index] = ts.loc[rank.index] + pd.to_timedelta(rank.to_numpy(), unit="us")
+    return ts.dt.tz_localize(UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourcePaths:
+    transaction_features: Path
+    customer_history: Path
+    terminal_history: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> SourcePaths:
+        return cls(
+            data_dir / d.TRANSACTION_FEATURES,
+            data_dir / d.CUSTOMER_HISTORY,
+            data_dir / d.TERMINAL_HISTORY,
+        )
+
+
+def transaction_feature_rows(
+    features: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC, created: datetime | None = None
+) -> pa.Table:
+    """Rows of the ``transaction_features`` source from :func:`batch_features` output."""
+    created = created or datetime.now(UTC)
+    columns: dict[str, object] = {
+        c.TRANSACTION_ID: features[c.TRANSACTION_ID].astype(str).to_numpy(),
+        d.CUSTOMER_ID: features[c.CUSTOMER_ID].astype(str).to_numpy(),
+        d.TERMINAL_ID: features[c.TERMINAL_ID].astype(str).to_numpy(),
+        d.EVENT_TIMESTAMP: join_timestamps(features),
+        d.CREATED: pd.Series([created] * len(features), dtype="datetime64[us, UTC]"),
+    }
+    for name in spec.features:
+        if name.startswith(("CUSTOMER_ID_", "TERMINAL_ID_")):
+            columns[name] = features[name].to_numpy()
+    return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
+
+
+def customer_snapshot(
+    transactions: pd.DataFrame,
+    cutoff: datetime,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    created: datetime | None = None,
+) -> pd.DataFrame:
+    """Each customer's transactions in (cutoff - longest window, cutoff], in event order."""
+    cutoff_us = _utc_us(cutoff)
+    time_us = to_epoch_us(transactions[c.TX_DATETIME])
+    keep = (time_us <= cutoff_us) & (time_us > cutoff_us - spec.customer_horizon_us)
+    recent = transactions.loc[keep]
+    recent = recent.iloc[event_order(recent)]
+    grouped = pd.DataFrame(
+        {
+            d.CUSTOMER_ID: recent[c.CUSTOMER_ID].astype(str).to_numpy(),
+            "TX_TIMESTAMPS_US": to_epoch_us(recent[c.TX_DATETIME]),
+            "TX_AMOUNTS": recent[c.TX_AMOUNT].to_numpy(np.float64),
+            "TX_IDS": recent[c.TRANSACTION_ID].astype(str).to_numpy(),
+        }
+    ).groupby(d.CUSTOMER_ID, sort=True)
+    snapshot = grouped.agg(list).reset_index()
+    # Customers seen before but not in the horizon get an empty history: known, nothing recent.
+    everyone = pd.Index(transactions.loc[time_us <= cutoff_us, c.CUSTOMER_ID].astype(str).unique())
+    idle = everyone.difference(snapshot[d.CUSTOMER_ID])
+    if len(idle):
+        empty = pd.DataFrame({d.CUSTOMER_ID: idle})
+        for col in ("TX_TIMESTAMPS_US", "TX_AMOUNTS", "TX_IDS"):
+            empty[col] = [[] for _ in range(len(idle))]
+        snapshot = pd.concat([snapshot, empty], ignore_index=True)
+    return _stamp(snapshot, cutoff, created)
+
+
+def terminal_snapshot(
+    transactions: pd.DataFrame,
+    cutoff: datetime,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    created: datetime | None = None,
+) -> pd.DataFrame:
+    """Each terminal's labels of transactions up to ``cutoff`` with the time each becomes known.
+
+    Labels in the raw data become known ``label_delay`` days after their transaction; readers
+    only count those known at their request time, so labels known after the cutoff are kept.
+    """
+    cutoff_us = _utc_us(cutoff)
+    time_us = to_epoch_us(transactions[c.TX_DATETIME])
+    available = time_us + spec.label_delay_us
+    keep = (time_us <= cutoff_us) & (available > cutoff_us - spec.terminal_horizon_us)
+    frame = pd.DataFrame(
+        {
+            d.TERMINAL_ID: transactions.loc[keep, c.TERMINAL_ID].astype(str).to_numpy(),
+            "LABEL_AVAILABLE_US": available[keep],
+            "LABEL_FRAUD": transactions.loc[keep, c.TX_FRAUD].to_numpy(np.int64),
+        }
+    ).sort_values([d.TERMINAL_ID, "LABEL_AVAILABLE_US"], kind="stable")
+    snapshot = frame.groupby(d.TERMINAL_ID, sort=True).agg(list).reset_index()
+    everyone = pd.Index(transactions.loc[time_us <= cutoff_us, c.TERMINAL_ID].astype(str).unique())
+    idle = everyone.difference(snapshot[d.TERMINAL_ID])
+    if len(idle):
+        empty = pd.DataFrame({d.TERMINAL_ID: idle})
+        for col in ("LABEL_AVAILABLE_US", "LABEL_FRAUD"):
+            empty[col] = [[] for _ in range(len(idle))]
+        snapshot = pd.concat([snapshot, empty], ignore_index=True)
+    return _stamp(snapshot, cutoff, created)
+
+
+def write_sources(
+    data_dir: Path,
+    transactions: pd.DataFrame,
+    features: pd.DataFrame,
+    cutoff: datetime | None = None,
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> SourcePaths:
+    """Write the three offline sources into ``data_dir`` (replacing earlier ones).
+
+    ``cutoff`` (default: the last transaction) is the batch time of the history snapshots.
+    """
+    paths = SourcePaths.under(data_dir)
+    paths.transaction_features.parent.mkdir(parents=True, exist_ok=True)
+    if cutoff is None:
+        cutoff = pd.Timestamp(transactions[c.TX_DATETIME].max()).to_pydatetime()
+    created = datetime.now(UTC)
+    _write_atomic(transaction_feature_rows(features, spec, created), paths.transaction_features)
+    _write_atomic(
+        pa.Table.from_pandas(
+            customer_snapshot(transactions, cutoff, spec, created), preserve_index=False
+        ),
+        paths.customer_history,
+    )
+    _write_atomic(
+        pa.Table.from_pandas(
+            terminal_snapshot(transactions, cutoff, spec, created), preserve_index=False
+        ),
+        paths.terminal_history,
+    )
+    return paths
+
+
+def training_set(
+    store: FeatureStore,
+    transactions: pd.DataFrame,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    feature_service: str = "fraud_v1",
+) -> pd.DataFrame:
+    """``fraud_v1`` for ``transactions`` through Feast's point-in-time historical retrieval.
+
+    Returns TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the model's features in
+    model order and TX_FRAUD (when given), in the order of ``transactions``.
+    """
+    entity_df = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: transactions[c.TRANSACTION_ID].astype(str).to_numpy(),
+            d.CUSTOMER_ID: transactions[c.CUSTOMER_ID].astype(str).to_numpy(),
+            d.TERMINAL_ID: transactions[c.TERMINAL_ID].astype(str).to_numpy(),
+            d.EVENT_TIMESTAMP: join_timestamps(transactions).to_numpy(),
+            "_row": np.arange(len(transactions)),
+        }
+    )
+    service = store.get_feature_service(feature_service)
+    joined = (
+        store.get_historical_features(entity_df=entity_df, features=service)
+        .to_df()
+        .sort_values("_row")
+        .reset_index(drop=True)
+    )
+    time_us = to_epoch_us(transactions[c.TX_DATETIME])
+    weekend, night = calendar_flags(time_us)
+    out = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: entity_df[c.TRANSACTION_ID],
+            c.TX_DATETIME: transactions[c.TX_DATETIME].to_numpy(),
+            c.CUSTOMER_ID: entity_df[d.CUSTOMER_ID],
+            c.TERMINAL_ID: entity_df[d.TERMINAL_ID],
+            c.TX_AMOUNT: transactions[c.TX_AMOUNT].to_numpy(np.float64),
+            "TX_DURING_WEEKEND": weekend,
+            "TX_DURING_NIGHT": night,
+        }
+    )
+    missing = [n for n in spec.features if n not in out.columns and n not in joined.columns]
+    if missing:
+        raise KeyError(f"feature service {feature_service} does not provide {missing}")
+    for name in spec.features:
+        if name not in out.columns:
+            out[name] = joined[name].to_numpy()
+    if c.TX_FRAUD in transactions.columns:
+        out[c.TX_FRAUD] = transactions[c.TX_FRAUD].to_numpy()
+    return out
+
+
+def _utc_us(moment: datetime) -> int:
+    ts = pd.Timestamp(moment)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
+
+
+def _stamp(snapshot: pd.DataFrame, cutoff: datetime, created: datetime | None) -> pd.DataFrame:
+    ts = pd.Timestamp(cutoff)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    snapshot[d.EVENT_TIMESTAMP] = pd.Series([ts] * len(snapshot), dtype="datetime64[us, UTC]")
+    snapshot[d.CREATED] = pd.Series(
+        [created or datetime.now(UTC)] * len(snapshot), dtype="datetime64[us, UTC]"
+    )
+    return snapshot
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

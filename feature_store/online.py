@@ -1,0 +1,518 @@
+"""Online side of the feature store: the histories of ``fraud_v1_online`` in Redis.
+
+:class:`RedisHistories` reads and writes Feast's own Redis layout (entity key serialization v3,
+murmur3 field names, ``ValueProto`` values, ``_ts:<view>`` timestamps), so ``feast`` clients read
+what it writes and the other way round. It exists because the serving path needs what Feast's
+generic client does not give: one pipelined round trip for a whole request batch, statuses
+judged against the *request's* time, and atomic appends (compare-and-set in a Lua script) so
+concurrent workers never lose a customer's transaction.
+
+:class:`FeastHistories` does the same through Feast's public API for any other online store
+(SQLite on a laptop without Redis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import redis
+from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import (
+    DoubleList,
+    Int64List,
+    StringList,
+)
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from feature_store import definitions as d
+from feature_store.transforms import (
+    DEFAULT_SPEC,
+    US_PER_DAY,
+    CustomerHistory,
+    FeatureSpec,
+    OnlineRequest,
+    TerminalHistory,
+)
+
+CUSTOMER_VIEW = "customer_history"
+TERMINAL_VIEW = "terminal_history"
+CUSTOMER_FIELDS = ("TX_TIMESTAMPS_US", "TX_AMOUNTS", "TX_IDS")
+TERMINAL_FIELDS = ("LABEL_AVAILABLE_US", "LABEL_FRAUD")
+#: Extra history kept beyond the longest window, for requests that arrive a little late.
+HISTORY_SLACK_US = US_PER_DAY
+KEY_SERIALIZATION = 3
+_CAS_RETRIES = 20
+
+# Compare-and-set of a customer's history: write only if TX_IDS still holds what was read.
+_CAS_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == false then current = '' end
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+
+
+class Status(enum.StrEnum):
+    PRESENT = "PRESENT"
+    NOT_FOUND = "NOT_FOUND"
+    OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
+
+
+@dataclasses.dataclass
+class OnlineRead:
+    """Histories for a batch of requests, aligned with the requests.
+
+    A NOT_FOUND or OUTSIDE_MAX_AGE history is replaced by the empty history: the defined
+    default, equal to what batch computes for an entity without transactions or labels.
+    """
+
+    customers: list[CustomerHistory]
+    terminals: list[TerminalHistory]
+    customer_status: list[Status]
+    terminal_status: list[Status]
+    #: Raw TX_IDS bytes per customer key as read; the compare-and-set token for appends.
+    tokens: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
+    stored: dict[bytes, tuple[CustomerHistory, int]] = dataclasses.field(default_factory=dict)
+
+
+class HistoryStore(Protocol):
+    def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead: ...
+
+    def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None: ...
+
+    def write_customer_snapshot(self, snapshot: pd.DataFrame) -> int: ...
+
+    def write_terminal_snapshot(self, snapshot: pd.DataFrame) -> int: ...
+
+
+def entity_key(join_key: str, value: str, project: str) -> bytes:
+    """Feast's Redis key of an entity (serialization v3 + project)."""
+    proto = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
+    return serialize_entity_key(proto, entity_key_serialization_version=KEY_SERIALIZATION) + (
+        project.encode()
+    )
+
+
+def _field(view: str, name: str) -> bytes:
+    return bytes(_mmh3(f"{view}:{name}"))
+
+
+def _timestamp_bytes(time_us: int) -> bytes:
+    ts = Timestamp(seconds=time_us // 1_000_000, nanos=(time_us % 1_000_000) * 1000)
+    return ts.SerializeToString()
+
+
+def _timestamp_us(raw: bytes) -> int:
+    ts = Timestamp.FromString(raw)
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def encode_customer(history: CustomerHistory) -> tuple[bytes, bytes, bytes]:
+    return (
+        ValueProto(int64_list_val=Int64List(val=history.time_us.tolist())).SerializeToString(),
+        ValueProto(double_list_val=DoubleList(val=history.amount.tolist())).SerializeToString(),
+        ValueProto(string_list_val=StringList(val=history.transaction_id)).SerializeToString(),
+    )
+
+
+def decode_customer(times: bytes, amounts: bytes, ids: bytes) -> CustomerHistory:
+    return CustomerHistory(
+        np.array(ValueProto.FromString(times).int64_list_val.val, dtype=np.int64),
+        np.array(ValueProto.FromString(amounts).double_list_val.val, dtype=np.float64),
+        list(ValueProto.FromString(ids).string_list_val.val),
+    )
+
+
+def encode_terminal(history: TerminalHistory) -> tuple[bytes, bytes]:
+    return (
+        ValueProto(int64_list_val=Int64List(val=history.available_us.tolist())).SerializeToString(),
+        ValueProto(int64_list_val=Int64List(val=history.fraud.tolist())).SerializeToString(),
+    )
+
+
+def decode_terminal(available: bytes, fraud: bytes) -> TerminalHistory:
+    return TerminalHistory(
+        np.array(ValueProto.FromString(available).int64_list_val.val, dtype=np.int64),
+        np.array(ValueProto.FromString(fraud).int64_list_val.val, dtype=np.int64),
+    )
+
+
+def merge_customer(
+    base: CustomerHistory, events: Iterable[tuple[int, float, str]], horizon_us: int
+) -> CustomerHistory:
+    """``base`` plus events whose ids it does not hold yet, trimmed to the horizon."""
+    known = set(base.transaction_id)
+    times, amounts, ids = (
+        list(base.time_us.tolist()),
+        list(base.amount.tolist()),
+        list(base.transaction_id),
+    )
+    for time_us, amount, tid in events:
+        if tid not in known:
+            known.add(tid)
+            times.append(time_us)
+            amounts.append(amount)
+            ids.append(tid)
+    merged = CustomerHistory(np.array(times, np.int64), np.array(amounts, np.float64), ids)
+    if not len(merged.time_us):
+        return merged
+    return merged.trimmed(int(merged.time_us.max()) - horizon_us - HISTORY_SLACK_US)
+
+
+def _status(found: bool, stored_us: int, at_us: int, ttl_us: int) -> Status:
+    if not found:
+        return Status.NOT_FOUND
+    if at_us - stored_us > ttl_us:
+        return Status.OUTSIDE_MAX_AGE
+    return Status.PRESENT
+
+
+class RedisHistories:
+    """Histories in Redis, in Feast's layout (see module docstring)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        project: str,
+        spec: FeatureSpec = DEFAULT_SPEC,
+        *,
+        customer_ttl_us: int | None = None,
+        terminal_ttl_us: int | None = None,
+    ):
+        self.client = client
+        self.project = project
+        self.spec = spec
+        self.customer_ttl_us = customer_ttl_us or spec.customer_horizon_us
+        self.terminal_ttl_us = terminal_ttl_us or spec.label_delay_us
+        self._c_fields = [_field(CUSTOMER_VIEW, f) for f in CUSTOMER_FIELDS]
+        self._c_ts = f"_ts:{CUSTOMER_VIEW}".encode()
+        self._t_fields = [_field(TERMINAL_VIEW, f) for f in TERMINAL_FIELDS]
+        self._t_ts = f"_ts:{TERMINAL_VIEW}".encode()
+        self._cas = client.register_script(_CAS_SCRIPT)
+
+    # keys -----------------------------------------------------------------------------------
+    def customer_key(self, customer_id: str) -> bytes:
+        return entity_key(d.CUSTOMER_ID, customer_id, self.project)
+
+    def terminal_key(self, terminal_id: str) -> bytes:
+        return entity_key(d.TERMINAL_ID, terminal_id, self.project)
+
+    # reads ----------------------------------------------------------------------------------
+    def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
+        """Histories of every request's customer and terminal, in one round trip."""
+        c_keys = list(dict.fromkeys(self.customer_key(r.customer_id) for r in requests))
+        t_keys = list(dict.fromkeys(self.terminal_key(r.terminal_id) for r in requests))
+        pipe = self.client.pipeline(transaction=False)
+        for key in c_keys:
+            pipe.hmget(key, [*self._c_fields, self._c_ts])
+        for key in t_keys:
+            pipe.hmget(key, [*self._t_fields, self._t_ts])
+        replies = pipe.execute()
+        return self._assemble(requests, c_keys, t_keys, replies)
+
+    def _assemble(
+        self,
+        requests: Sequence[OnlineRequest],
+        c_keys: list[bytes],
+        t_keys: list[bytes],
+        replies: list[list[bytes | None]],
+    ) -> OnlineRead:
+        customers: dict[bytes, tuple[CustomerHistory, int] | None] = {}
+        tokens: dict[bytes, bytes] = {}
+        for key, (times, amounts, ids, ts) in zip(c_keys, replies[: len(c_keys)], strict=True):
+            tokens[key] = ids or b""
+            if times is None or amounts is None or ids is None or ts is None:
+                customers[key] = None
+            else:
+                customers[key] = (decode_customer(times, amounts, ids), _timestamp_us(ts))
+        terminals: dict[bytes, tuple[TerminalHistory, int] | None] = {}
+        for key, (available, fraud, ts) in zip(t_keys, replies[len(c_keys) :], strict=True):
+            if available is None or fraud is None or ts is None:
+                terminals[key] = None
+            else:
+                terminals[key] = (decode_terminal(available, fraud), _timestamp_us(ts))
+        read = OnlineRead([], [], [], [], tokens=tokens)
+        for req in requests:
+            ck, tk = self.customer_key(req.customer_id), self.terminal_key(req.terminal_id)
+            c_entry, t_entry = customers[ck], terminals[tk]
+            if c_entry is not None:
+                read.stored[ck] = c_entry
+            c_status = _status(
+                c_entry is not None, c_entry[1] if c_entry else 0, req.time_us, self.customer_ttl_us
+            )
+            t_status = _status(
+                t_entry is not None, t_entry[1] if t_entry else 0, req.time_us, self.terminal_ttl_us
+            )
+            read.customer_status.append(c_status)
+            read.terminal_status.append(t_status)
+            read.customers.append(
+                c_entry[0] if c_entry and c_status is Status.PRESENT else CustomerHistory.empty()
+            )
+            read.terminals.append(
+                t_entry[0] if t_entry and t_status is Status.PRESENT else TerminalHistory.empty()
+            )
+        return read
+
+    # near-real-time appends -----------------------------------------------------------------
+    def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
+        """Add scored transactions to their customers' histories, atomically per customer.
+
+        ``read`` (from :meth:`read` of the same requests) saves a round trip; on a concurrent
+        write the customer is read again and the append retried.
+        """
+        events: dict[bytes, list[tuple[int, float, str]]] = {}
+        for r in requests:
+            events.setdefault(self.customer_key(r.customer_id), []).append(
+                (r.time_us, r.amount, r.transaction_id)
+            )
+        if read is None:
+            current = self._read_customers(list(events))
+        else:
+            current = {k: (read.stored.get(k), read.tokens.get(k, b"")) for k in events}
+        pending = dict(events)
+        for _ in range(_CAS_RETRIES):
+            pipe = self.client.pipeline(transaction=False)
+            order = list(pending)
+            for key in order:
+                stored, token = current[key]
+                base, stored_us = stored if stored else (CustomerHistory.empty(), 0)
+                merged = merge_customer(base, pending[key], self.spec.customer_horizon_us)
+                newest = int(merged.time_us.max()) if len(merged.time_us) else stored_us
+                args: list[bytes] = [self._c_fields[2], token]
+                for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
+                    args += [name, value]
+                args += [self._c_ts, _timestamp_bytes(max(stored_us, newest))]
+                self._cas(keys=[key], args=args, client=pipe)
+            results = pipe.execute()
+            failed = [k for k, ok in zip(order, results, strict=True) if not ok]
+            if not failed:
+                return
+            pending = {k: pending[k] for k in failed}
+            current = self._read_customers(failed)
+        raise redis.WatchError(f"could not append to {len(pending)} customer histories")
+
+    def _read_customers(
+        self, keys: list[bytes]
+    ) -> dict[bytes, tuple[tuple[CustomerHistory, int] | None, bytes]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, [*self._c_fields, self._c_ts])
+        out: dict[bytes, tuple[tuple[CustomerHistory, int] | None, bytes]] = {}
+        for key, (times, amounts, ids, ts) in zip(keys, pipe.execute(), strict=True):
+            if times is None or amounts is None or ids is None or ts is None:
+                out[key] = (None, ids or b"")
+            else:
+                out[key] = ((decode_customer(times, amounts, ids), _timestamp_us(ts)), ids)
+        return out
+
+    # batch materialization ------------------------------------------------------------------
+    def write_customer_snapshot(self, snapshot: pd.DataFrame, chunk: int = 5_000) -> int:
+        """Load a batch snapshot, keeping events appended online after its cutoff."""
+        written = 0
+        for start in range(0, len(snapshot), chunk):
+            part = snapshot.iloc[start : start + chunk]
+            keys = [self.customer_key(str(cid)) for cid in part[d.CUSTOMER_ID]]
+            current = self._read_customers(keys)
+            rows = {
+                key: (
+                    CustomerHistory(
+                        np.asarray(times, np.int64),
+                        np.asarray(amounts, np.float64),
+                        [str(t) for t in ids],
+                    ),
+                    _as_us(cutoff),
+                )
+                for key, times, amounts, ids, cutoff in zip(
+                    keys,
+                    part["TX_TIMESTAMPS_US"],
+                    part["TX_AMOUNTS"],
+                    part["TX_IDS"],
+                    part[d.EVENT_TIMESTAMP],
+                    strict=True,
+                )
+            }
+            pending = list(rows)
+            for _ in range(_CAS_RETRIES):
+                pipe = self.client.pipeline(transaction=False)
+                for key in pending:
+                    history, cutoff_us = rows[key]
+                    stored, token = current[key]
+                    later: list[tuple[int, float, str]] = []
+                    stored_us = 0
+                    if stored:
+                        old, stored_us = stored
+                        later = [
+                            (t, a, i)
+                            for t, a, i in zip(
+                                old.time_us.tolist(),
+                                old.amount.tolist(),
+                                old.transaction_id,
+                                strict=True,
+                            )
+                            if t > cutoff_us
+                        ]
+                    merged = merge_customer(history, later, self.spec.customer_horizon_us)
+                    args: list[bytes] = [self._c_fields[2], token]
+                    for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
+                        args += [name, value]
+                    args += [self._c_ts, _timestamp_bytes(max(cutoff_us, stored_us))]
+                    self._cas(keys=[key], args=args, client=pipe)
+                results = pipe.execute()
+                failed = [k for k, ok in zip(pending, results, strict=True) if not ok]
+                if not failed:
+                    break
+                pending = failed
+                current.update(self._read_customers(failed))
+            else:
+                raise redis.WatchError(f"could not write {len(pending)} customer histories")
+            written += len(rows)
+        return written
+
+    def write_terminal_snapshot(self, snapshot: pd.DataFrame, chunk: int = 10_000) -> int:
+        """Load a batch snapshot of terminal labels (replaces the previous one)."""
+        written = 0
+        for start in range(0, len(snapshot), chunk):
+            part = snapshot.iloc[start : start + chunk]
+            pipe = self.client.pipeline(transaction=False)
+            for tid, available, fraud, cutoff in zip(
+                part[d.TERMINAL_ID],
+                part["LABEL_AVAILABLE_US"],
+                part["LABEL_FRAUD"],
+                part[d.EVENT_TIMESTAMP],
+                strict=True,
+            ):
+                history = TerminalHistory(
+                    np.asarray(available, np.int64), np.asarray(fraud, np.int64)
+                )
+                a, f = encode_terminal(history)
+                pipe.hset(
+                    self.terminal_key(str(tid)),
+                    mapping={
+                        self._t_fields[0]: a,
+                        self._t_fields[1]: f,
+                        self._t_ts: _timestamp_bytes(_as_us(cutoff)),
+                    },
+                )
+            pipe.execute()
+            written += len(part)
+        return written
+
+
+def _as_us(moment: Any) -> int:
+    ts = pd.Timestamp(moment)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return int(ts.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
+
+
+class FeastHistories:
+    """The same histories through Feast's public API, for any Feast online store.
+
+    Slower than :class:`RedisHistories` (one Feast call per view, no compare-and-set), meant
+    for a single process on a laptop (SQLite) and as the reference the fast path is tested
+    against.
+    """
+
+    def __init__(self, store: FeatureStore, spec: FeatureSpec = DEFAULT_SPEC):
+        self.store = store
+        self.spec = spec
+        self.customer_ttl_us = spec.customer_horizon_us
+        self.terminal_ttl_us = spec.label_delay_us
+
+    def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
+        response = self.store.get_online_features(
+            features=[f"{CUSTOMER_VIEW}:{f}" for f in CUSTOMER_FIELDS]
+            + [f"{TERMINAL_VIEW}:{f}" for f in TERMINAL_FIELDS],
+            entity_rows=[
+                {d.CUSTOMER_ID: r.customer_id, d.TERMINAL_ID: r.terminal_id} for r in requests
+            ],
+        )
+        proto = response.proto
+        names = list(proto.metadata.feature_names.val)
+        index = {n: i for i, n in enumerate(names)}
+        read = OnlineRead([], [], [], [])
+        for row, req in enumerate(requests):
+
+            def value(name: str, row: int = row) -> tuple[ValueProto, int, Any]:
+                vector = proto.results[index[name]]
+                ts = vector.event_timestamps[row]
+                return (
+                    vector.values[row],
+                    vector.statuses[row],
+                    ts.seconds * 1_000_000 + ts.nanos // 1000,
+                )
+
+            times, c_found, c_ts = value("TX_TIMESTAMPS_US")
+            c_present = c_found == 1 and times.WhichOneof("val") is not None
+            c_status = _status(c_present, c_ts, req.time_us, self.customer_ttl_us)
+            if c_status is Status.PRESENT:
+                amounts, _, _ = value("TX_AMOUNTS")
+                ids, _, _ = value("TX_IDS")
+                history = CustomerHistory(
+                    np.array(times.int64_list_val.val, np.int64),
+                    np.array(amounts.double_list_val.val, np.float64),
+                    list(ids.string_list_val.val),
+                )
+            else:
+                history = CustomerHistory.empty()
+            available, t_found, t_ts = value("LABEL_AVAILABLE_US")
+            t_present = t_found == 1 and available.WhichOneof("val") is not None
+            t_status = _status(t_present, t_ts, req.time_us, self.terminal_ttl_us)
+            if t_status is Status.PRESENT:
+                fraud, _, _ = value("LABEL_FRAUD")
+                terminal = TerminalHistory(
+                    np.array(available.int64_list_val.val, np.int64),
+                    np.array(fraud.int64_list_val.val, np.int64),
+                )
+            else:
+                terminal = TerminalHistory.empty()
+            read.customers.append(history)
+            read.terminals.append(terminal)
+            read.customer_status.append(c_status)
+            read.terminal_status.append(t_status)
+            if c_status is not Status.NOT_FOUND:
+                read.stored[entity_key(d.CUSTOMER_ID, req.customer_id, "")] = (history, c_ts)
+        return read
+
+    def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
+        read = read or self.read(requests)
+        merged: dict[str, tuple[CustomerHistory, int]] = {}
+        for req in requests:
+            key = entity_key(d.CUSTOMER_ID, req.customer_id, "")
+            base, stored_us = merged.get(req.customer_id) or read.stored.get(
+                key, (CustomerHistory.empty(), 0)
+            )
+            history = merge_customer(
+                base, [(req.time_us, req.amount, req.transaction_id)], self.spec.customer_horizon_us
+            )
+            merged[req.customer_id] = (history, max(stored_us, req.time_us))
+        frame = pd.DataFrame(
+            {
+                d.CUSTOMER_ID: list(merged),
+                "TX_TIMESTAMPS_US": [h.time_us.tolist() for h, _ in merged.values()],
+                "TX_AMOUNTS": [h.amount.tolist() for h, _ in merged.values()],
+                "TX_IDS": [h.transaction_id for h, _ in merged.values()],
+                d.EVENT_TIMESTAMP: pd.to_datetime(
+                    [ts for _, ts in merged.values()], unit="us", utc=True
+                ),
+            }
+        )
+        self.store.push("customer_transactions_push", frame)
+
+    def write_customer_snapshot(self, snapshot: pd.DataFrame) -> int:
+        self.store.write_to_online_store(CUSTOMER_VIEW, snapshot.drop(columns=[d.CREATED]))
+        return len(snapshot)
+
+    def write_terminal_snapshot(self, snapshot: pd.DataFrame) -> int:
+        self.store.write_to_online_store(TERMINAL_VIEW, snapshot.drop(columns=[d.CREATED]))
+        return len(snapshot)

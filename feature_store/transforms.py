@@ -1,0 +1,433 @@
+"""The one feature definition of the fraud model, for training and for serving.
+
+Every feature is a function of *window statistics* at the transaction's time ``t``:
+
+* customer windows: the customer's transactions in ``(t - n days, t]``, the transaction itself
+  included; transactions at the same instant count in arrival order, which batch reproduces as
+  ``(TX_DATETIME, TRANSACTION_ID)`` order;
+* terminal windows: the terminal's *labels* that are known at ``t``. A label becomes known
+  ``label_delay`` days after its transaction, so the window ``(t - n, t]`` over label
+  availability times is the handbook's ``(t - delay - n, t - delay]`` over transaction times.
+
+Two executors compute the same statistics: :func:`batch_features` with SQL window functions on
+DuckDB over the whole history (the same SQL runs on Spark), and :func:`online_features` with
+NumPy over the short per-entity histories the online store keeps. Both hand the statistics to
+:func:`finalize`, the single place where features are defined from them. A parity test proves
+the executors agree to 1e-9.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Final
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from vigil import contract as c
+
+US_PER_DAY: Final = 86_400_000_000
+US_PER_HOUR: Final = 3_600_000_000
+#: 1970-01-01 was a Thursday (Monday = 0).
+_EPOCH_WEEKDAY: Final = 3
+NIGHT_LAST_HOUR: Final = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Windows and label delay; the defaults are the handbook's."""
+
+    customer_windows_days: tuple[int, ...] = (1, 7, 30)
+    terminal_windows_days: tuple[int, ...] = (1, 7, 30)
+    label_delay_days: int = 7
+
+    def __post_init__(self) -> None:
+        if not self.customer_windows_days or not self.terminal_windows_days:
+            raise ValueError("feature spec: at least one customer and one terminal window")
+        if min(self.customer_windows_days + self.terminal_windows_days) < 1:
+            raise ValueError("feature spec: windows must be >= 1 day")
+        if self.label_delay_days < 1:
+            # With no delay a transaction's own label would be inside its terminal window.
+            raise ValueError("feature spec: label_delay_days must be >= 1")
+
+    @property
+    def customer_horizon_us(self) -> int:
+        """How far back a customer's history must reach."""
+        return max(self.customer_windows_days) * US_PER_DAY
+
+    @property
+    def terminal_horizon_us(self) -> int:
+        """How far back (in label availability time) a terminal's history must reach."""
+        return max(self.terminal_windows_days) * US_PER_DAY
+
+    @property
+    def spread_window_days(self) -> int:
+        """The customer window whose amount spread (z-score) is a feature."""
+        return max(self.customer_windows_days)
+
+    @property
+    def label_delay_us(self) -> int:
+        return self.label_delay_days * US_PER_DAY
+
+    @property
+    def baseline_features(self) -> list[str]:
+        """The handbook's inputs, by its names."""
+        names = [c.TX_AMOUNT, "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
+        for n in self.customer_windows_days:
+            names += [f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
+        for n in self.terminal_windows_days:
+            names += [f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"TERMINAL_ID_RISK_{n}DAY_WINDOW"]
+        return names
+
+    @property
+    def extra_features(self) -> list[str]:
+        """Vigil's additions: the amount against the customer's own habits."""
+        return [
+            *(f"CUSTOMER_ID_AMOUNT_RATIO_{m}DAY_WINDOW" for m in self.customer_windows_days),
+            f"CUSTOMER_ID_AMOUNT_ZSCORE_{self.spread_window_days}DAY_WINDOW",
+        ]
+
+    @property
+    def features(self) -> list[str]:
+        """Model inputs, in model order."""
+        return self.baseline_features + self.extra_features
+
+
+DEFAULT_SPEC: Final = FeatureSpec()
+
+
+# --------------------------------------------------------------------------------------------
+# Window statistics -> features (shared by both executors)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WindowStats:
+    """Per-transaction inputs of :func:`finalize`; every array has one entry per transaction."""
+
+    time_us: np.ndarray  # int64, epoch microseconds (UTC)
+    amount: np.ndarray  # float64
+    #: per customer window: count, sum and sum of squares of amounts (transaction included)
+    customer_count: dict[int, np.ndarray]
+    customer_sum: dict[int, np.ndarray]
+    customer_sumsq: dict[int, np.ndarray]
+    #: per terminal window: known labels and known frauds
+    terminal_count: dict[int, np.ndarray]
+    terminal_frauds: dict[int, np.ndarray]
+
+
+def calendar_flags(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weekend, night) as int64 0/1: weekday >= 5 (Sat, Sun), hour <= 6."""
+    days = np.floor_divide(time_us, US_PER_DAY)
+    weekday = (days + _EPOCH_WEEKDAY) % 7
+    hour = np.floor_divide(time_us, US_PER_HOUR) % 24
+    return (weekday >= 5).astype(np.int64), (hour <= NIGHT_LAST_HOUR).astype(np.int64)
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray, default: float) -> np.ndarray:
+    out = np.full(len(num), default, dtype=np.float64)
+    ok = den > 0
+    np.divide(num, den, out=out, where=ok)
+    return out
+
+
+def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, np.ndarray]:
+    """Features from window statistics: the single definition both executors use."""
+    weekend, night = calendar_flags(stats.time_us)
+    out: dict[str, np.ndarray] = {
+        c.TX_AMOUNT: stats.amount.astype(np.float64),
+        "TX_DURING_WEEKEND": weekend,
+        "TX_DURING_NIGHT": night,
+    }
+    for n in spec.customer_windows_days:
+        count = stats.customer_count[n]
+        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = _safe_ratio(
+            stats.customer_sum[n], count, 0.0
+        )
+    for n in spec.terminal_windows_days:
+        count = stats.terminal_count[n]
+        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
+        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = _safe_ratio(stats.terminal_frauds[n], count, 0.0)
+    for n in spec.customer_windows_days:
+        mean = out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
+        out[f"CUSTOMER_ID_AMOUNT_RATIO_{n}DAY_WINDOW"] = _safe_ratio(stats.amount, mean, 1.0)
+    n = spec.spread_window_days
+    count = stats.customer_count[n].astype(np.float64)
+    mean = out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
+    variance = _safe_ratio(stats.customer_sumsq[n], count, 0.0) - mean * mean
+    # Sums of squares cancel: treat variance below a relative epsilon (and single
+    # transactions) as zero spread, where the z-score is defined as 0.
+    spread = (count > 1) & (variance > 1e-9 * (mean * mean + 1.0))
+    std = np.sqrt(np.where(spread, variance, 1.0))
+    out[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = np.where(
+        spread, (stats.amount - mean) / std, 0.0
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Batch executor: SQL window functions over the whole history
+# --------------------------------------------------------------------------------------------
+
+
+def to_epoch_us(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Naive-UTC datetimes as int64 epoch microseconds."""
+    return np.asarray(pd.Series(values).astype("datetime64[us]").to_numpy().astype(np.int64))
+
+
+def _interval(us: int) -> str:
+    return f"INTERVAL '{us} microseconds'"
+
+
+def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
+    """The window statistics of every transaction of ``table`` as one SQL query.
+
+    ``table`` has columns ``row_idx, tid, cid, term, ts, amount, fraud``. The query is ANSI SQL
+    with RANGE frames (DuckDB, Spark SQL). Transactions of one customer at the same instant
+    are RANGE peers; those that come later in (ts, TRANSACTION_ID) order are subtracted again
+    by ``later_peers``, which only touches the rare rows that have peers.
+    """
+    cust = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND CURRENT ROW"
+    term = "PARTITION BY term ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi} PRECEDING"
+    select = []
+    for n in spec.customer_windows_days:
+        w = cust.format(lo=_interval(n * US_PER_DAY - 1))
+        select += [f"COUNT(*) OVER ({w}) AS c_cnt_{n}", f"SUM(amount) OVER ({w}) AS c_sum_{n}"]
+        if n == spec.spread_window_days:
+            select.append(f"SUM(amount * amount) OVER ({w}) AS c_sq_{n}")
+    select.append(
+        "COUNT(*) OVER (PARTITION BY cid ORDER BY ts RANGE BETWEEN CURRENT ROW AND CURRENT ROW)"
+        " AS peers"
+    )
+    delay = spec.label_delay_us
+    for n in spec.terminal_windows_days:
+        w = term.format(lo=_interval(delay + n * US_PER_DAY - 1), hi=_interval(delay))
+        select += [
+            f"COUNT(*) OVER ({w}) AS t_cnt_{n}",
+            f"COALESCE(SUM(fraud) OVER ({w}), 0) AS t_fraud_{n}",
+        ]
+    later = (
+        "PARTITION BY cid, ts ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid "
+        "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+    )
+    corrected = []
+    for n in spec.customer_windows_days:
+        corrected += [
+            f"s.c_cnt_{n} - COALESCE(p.l_cnt, 0) AS c_cnt_{n}",
+            f"s.c_sum_{n} - COALESCE(p.l_sum, 0) AS c_sum_{n}",
+        ]
+    n = spec.spread_window_days
+    corrected.append(f"s.c_sq_{n} - COALESCE(p.l_sq, 0) AS c_sq_{n}")
+    corrected += [
+        f"s.t_{kind}_{n}" for n in spec.terminal_windows_days for kind in ("cnt", "fraud")
+    ]
+    return f"""
+WITH s AS MATERIALIZED (
+  SELECT row_idx, tid, cid, ts, amount, {", ".join(select)}
+  FROM {table}
+),
+p AS (
+  SELECT row_idx,
+         COUNT(*) OVER ({later}) AS l_cnt,
+         SUM(amount) OVER ({later}) AS l_sum,
+         SUM(amount * amount) OVER ({later}) AS l_sq
+  FROM s WHERE peers > 1
+)
+SELECT s.row_idx, {", ".join(corrected)}
+FROM s LEFT JOIN p USING (row_idx)
+"""
+
+
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    array = (
+        pa.array(values.array)
+        if isinstance(values.dtype, pd.StringDtype)
+        else pa.array(values.astype(str).to_numpy(), type=pa.string())
+    )
+    return array.cast(pa.string())
+
+
+def batch_stats(
+    transactions: pd.DataFrame,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> WindowStats:
+    """Window statistics for every row of ``transactions`` (raw schema), in row order."""
+    if c.TX_FRAUD not in transactions.columns:
+        raise ValueError(f"batch features need labels ({c.TX_FRAUD}) for the terminal windows")
+    n_rows = len(transactions)
+    # Entity ids only partition the windows: integer codes sort faster than strings.
+    table = pa.table(
+        {
+            "row_idx": pa.array(np.arange(n_rows, dtype=np.int64)),
+            "tid": _arrow_strings(transactions[c.TRANSACTION_ID]),
+            "cid": pa.array(pd.factorize(transactions[c.CUSTOMER_ID])[0].astype(np.int64)),
+            "term": pa.array(pd.factorize(transactions[c.TERMINAL_ID])[0].astype(np.int64)),
+            "ts": pa.array(transactions[c.TX_DATETIME].astype("datetime64[us]")),
+            "amount": pa.array(transactions[c.TX_AMOUNT].to_numpy(np.float64)),
+            "fraud": pa.array(transactions[c.TX_FRAUD].to_numpy(np.int64)),
+        }
+    )
+    own = con is None
+    con = con or duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.register("tx", table)
+        result = con.sql(batch_sql(spec)).fetchnumpy()
+        con.unregister("tx")
+    finally:
+        if own:
+            con.close()
+    row_idx = result["row_idx"]
+
+    def col(name: str, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.empty(n_rows, dtype=dtype)
+        out[row_idx] = result[name]
+        return out
+
+    return WindowStats(
+        time_us=to_epoch_us(transactions[c.TX_DATETIME]),
+        amount=transactions[c.TX_AMOUNT].to_numpy(np.float64),
+        customer_count={n: col(f"c_cnt_{n}", np.int64) for n in spec.customer_windows_days},
+        customer_sum={n: col(f"c_sum_{n}", np.float64) for n in spec.customer_windows_days},
+        customer_sumsq={
+            spec.spread_window_days: col(f"c_sq_{spec.spread_window_days}", np.float64)
+        },
+        terminal_count={n: col(f"t_cnt_{n}", np.int64) for n in spec.terminal_windows_days},
+        terminal_frauds={n: col(f"t_fraud_{n}", np.int64) for n in spec.terminal_windows_days},
+    )
+
+
+KEY_COLUMNS: Final = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TERMINAL_ID)
+
+
+def batch_features(
+    transactions: pd.DataFrame,
+    spec: FeatureSpec = DEFAULT_SPEC,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Features of every transaction, one row per transaction in input order.
+
+    Columns: TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the features of ``spec``
+    (handbook names first), and TX_FRAUD when the input has it.
+    """
+    features = finalize(batch_stats(transactions, spec, con), spec)
+    out = pd.DataFrame({k: transactions[k].to_numpy() for k in KEY_COLUMNS})
+    for name in spec.features:
+        out[name] = features[name]
+    if c.TX_FRAUD in transactions.columns:
+        out[c.TX_FRAUD] = transactions[c.TX_FRAUD].to_numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Online executor: NumPy over the histories kept in the online store
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CustomerHistory:
+    """A customer's recent transactions, in arrival order."""
+
+    time_us: np.ndarray  # int64
+    amount: np.ndarray  # float64
+    transaction_id: list[str]
+
+    @classmethod
+    def empty(cls) -> CustomerHistory:
+        return cls(np.empty(0, np.int64), np.empty(0, np.float64), [])
+
+    def append(self, time_us: int, amount: float, transaction_id: str) -> CustomerHistory:
+        return CustomerHistory(
+            np.append(self.time_us, np.int64(time_us)),
+            np.append(self.amount, np.float64(amount)),
+            [*self.transaction_id, transaction_id],
+        )
+
+    def trimmed(self, horizon_start_us: int) -> CustomerHistory:
+        keep = self.time_us > horizon_start_us
+        return CustomerHistory(
+            self.time_us[keep],
+            self.amount[keep],
+            [t for t, k in zip(self.transaction_id, keep, strict=True) if k],
+        )
+
+
+@dataclasses.dataclass
+class TerminalHistory:
+    """A terminal's labels with the time each becomes known (transaction time + delay)."""
+
+    available_us: np.ndarray  # int64
+    fraud: np.ndarray  # int64 0/1
+
+    @classmethod
+    def empty(cls) -> TerminalHistory:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineRequest:
+    transaction_id: str
+    time_us: int
+    customer_id: str
+    terminal_id: str
+    amount: float
+
+
+def online_stats(
+    requests: Sequence[OnlineRequest],
+    customers: Sequence[CustomerHistory],
+    terminals: Sequence[TerminalHistory],
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> WindowStats:
+    """Window statistics for requests, given each request's customer and terminal history.
+
+    Histories are as of before the request; a customer event with a later time (a request that
+    arrived late) is not counted, like in batch.
+    """
+    k = len(requests)
+    spread = spec.spread_window_days
+    stats = WindowStats(
+        time_us=np.fromiter((r.time_us for r in requests), np.int64, k),
+        amount=np.fromiter((r.amount for r in requests), np.float64, k),
+        customer_count={n: np.empty(k, np.int64) for n in spec.customer_windows_days},
+        customer_sum={n: np.empty(k, np.float64) for n in spec.customer_windows_days},
+        customer_sumsq={spread: np.empty(k, np.float64)},
+        terminal_count={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
+        terminal_frauds={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
+    )
+    for i, (req, ch, th) in enumerate(zip(requests, customers, terminals, strict=True)):
+        t = req.time_us
+        seen = ch.time_us <= t
+        for n in spec.customer_windows_days:
+            mask = seen & (ch.time_us > t - n * US_PER_DAY)
+            amounts = ch.amount[mask]
+            stats.customer_count[n][i] = int(mask.sum()) + 1
+            stats.customer_sum[n][i] = float(amounts.sum()) + req.amount
+            if n == spread:
+                stats.customer_sumsq[n][i] = float((amounts * amounts).sum()) + req.amount**2
+        known = th.available_us <= t
+        for n in spec.terminal_windows_days:
+            mask = known & (th.available_us > t - n * US_PER_DAY)
+            stats.terminal_count[n][i] = int(mask.sum())
+            stats.terminal_frauds[n][i] = int(th.fraud[mask].sum())
+    return stats
+
+
+def online_features(
+    requests: Sequence[OnlineRequest],
+    customers: Sequence[CustomerHistory],
+    terminals: Sequence[TerminalHistory],
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> dict[str, np.ndarray]:
+    """Features of scoring requests, computed exactly like :func:`batch_features`."""
+    return finalize(online_stats(requests, customers, terminals, spec), spec)
+
+
+def feature_matrix(features: dict[str, np.ndarray], spec: FeatureSpec = DEFAULT_SPEC) -> np.ndarray:
+    """Features as a float64 matrix in model order."""
+    return np.column_stack([np.asarray(features[n], dtype=np.float64) for n in spec.features])

@@ -1,0 +1,159 @@
+"""Every feature of every transaction equals a brute-force reference that loops over raw rows."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features
+from vigil import contract as c
+from vigil.simulate import SimulationConfig, simulate
+
+pytestmark = pytest.mark.unit
+
+DAY = pd.Timedelta(days=1)
+
+
+def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+    """Straight from the definitions in DESIGN.md, one transaction at a time."""
+    rows = list(tx.itertuples(index=False))
+    order = {r.TRANSACTION_ID: (r.TX_DATETIME, _id_key(r.TRANSACTION_ID)) for r in rows}
+    out = []
+    for r in rows:
+        t = r.TX_DATETIME
+        f: dict[str, float] = {
+            c.TRANSACTION_ID: r.TRANSACTION_ID,
+            c.TX_AMOUNT: r.TX_AMOUNT,
+            "TX_DURING_WEEKEND": float(t.weekday() >= 5),
+            "TX_DURING_NIGHT": float(t.hour <= 6),
+        }
+        mine = [
+            o
+            for o in rows
+            if o.CUSTOMER_ID == r.CUSTOMER_ID and order[o.TRANSACTION_ID] <= order[r.TRANSACTION_ID]
+        ]
+        for n in spec.customer_windows_days:
+            amounts = [o.TX_AMOUNT for o in mine if t - n * DAY < o.TX_DATETIME]
+            f[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = len(amounts)
+            f[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = sum(amounts) / len(amounts)
+            f[f"CUSTOMER_ID_AMOUNT_RATIO_{n}DAY_WINDOW"] = (
+                r.TX_AMOUNT / f[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
+                if f[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] > 0
+                else 1.0
+            )
+        n = max(spec.customer_windows_days)
+        amounts = np.array([o.TX_AMOUNT for o in mine if t - n * DAY < o.TX_DATETIME])
+        std = amounts.std()
+        f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = (
+            (r.TX_AMOUNT - amounts.mean()) / std if len(amounts) > 1 and std > 1e-4 else 0.0
+        )
+        delay = spec.label_delay_days * DAY
+        for n in spec.terminal_windows_days:
+            labels = [
+                o.TX_FRAUD
+                for o in rows
+                if o.TERMINAL_ID == r.TERMINAL_ID
+                and t - delay - n * DAY < o.TX_DATETIME <= t - delay
+            ]
+            f[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = len(labels)
+            f[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = sum(labels) / len(labels) if labels else 0.0
+        out.append(f)
+    return pd.DataFrame(out)
+
+
+def _id_key(tid: str) -> tuple[int, str]:
+    return (int(tid), tid) if tid.isdigit() else (1 << 62, tid)
+
+
+def _as_raw(sim_tx: pd.DataFrame) -> pd.DataFrame:
+    tx = sim_tx.copy()
+    for col in c.ID_COLUMNS:
+        tx[col] = tx[col].astype(str).astype("string[pyarrow]")
+    return tx
+
+
+def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame, spec: FeatureSpec) -> None:
+    actual = actual.set_index(c.TRANSACTION_ID).loc[expected[c.TRANSACTION_ID]]
+    for name in spec.features:
+        np.testing.assert_allclose(
+            actual[name].to_numpy(np.float64),
+            expected[name].to_numpy(np.float64),
+            rtol=1e-9,
+            atol=1e-9,
+            err_msg=name,
+        )
+
+
+def test_simulated_days_match_brute_force() -> None:
+    sim = simulate(SimulationConfig(n_customers=40, n_terminals=30, n_days=45, radius=30, seed=3))
+    tx = _as_raw(sim.transactions)
+    assert len(tx) > 1500 and tx[c.TX_FRAUD].sum() > 20
+    assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
+
+
+def test_window_edges_ties_and_label_delay() -> None:
+    """Hand-placed transactions on every edge the definitions have."""
+    t0 = pd.Timestamp("2018-04-02 12:00:00")  # a Monday
+    events = [
+        # (id, time, customer, terminal, amount, fraud)
+        ("1", t0, "A", "T", 10.0, 1),
+        ("2", t0 + DAY, "A", "T", 20.0, 0),  # exactly 1 day later: 1-day window excludes #1
+        ("3", t0 + DAY, "A", "T", 30.0, 0),  # same instant as #2: sees #2, #2 does not see #3
+        ("10", t0 + DAY, "A", "U", 5.0, 0),  # ids order numerically: 10 comes after 3
+        ("4", t0 + 7 * DAY, "B", "T", 40.0, 0),  # #1's label known exactly now (7 days)
+        ("5", t0 + 7 * DAY - pd.Timedelta(microseconds=1), "B", "T", 50.0, 0),  # 1 µs too early
+        ("6", t0 + 8 * DAY, "B", "T", 60.0, 1),  # 1-day terminal window (t-8d, t-7d] excludes #1
+        ("7", t0 + 38 * DAY, "A", "T", 0.0, 0),  # zero amount, 30-day windows only see itself
+        ("8", pd.Timestamp("2018-04-07 06:59:59"), "C", "U", 1.0, 0),  # Saturday night
+        ("9", pd.Timestamp("2018-04-08 07:00:00"), "C", "U", 2.0, 0),  # Sunday, not night
+    ]
+    tx = pd.DataFrame(
+        events,
+        columns=[
+            c.TRANSACTION_ID,
+            c.TX_DATETIME,
+            c.CUSTOMER_ID,
+            c.TERMINAL_ID,
+            c.TX_AMOUNT,
+            c.TX_FRAUD,
+        ],
+    )
+    tx[c.TX_DATETIME] = tx[c.TX_DATETIME].astype("datetime64[us]")
+    tx = _as_raw(tx)
+    got = batch_features(tx).set_index(c.TRANSACTION_ID)
+    assert_features_equal(got.reset_index(), brute_force(tx), DEFAULT_SPEC)
+    # and the edges, spelled out
+    assert got.loc["2", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert got.loc["3", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
+    assert got.loc["10", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 3
+    assert got.loc["3", "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == 25.0
+    assert got.loc["4", "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
+    assert got.loc["4", "TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
+    assert got.loc["5", "TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 0
+    assert got.loc["6", "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2  # #2 and #3, not #1
+    assert got.loc["6", "TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(1 / 3)
+    assert got.loc["7", "CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 1
+    assert got.loc["7", "CUSTOMER_ID_AMOUNT_RATIO_30DAY_WINDOW"] == 1.0
+    assert got.loc["8", ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]].tolist() == [1, 1]
+    assert got.loc["9", ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]].tolist() == [1, 0]
+
+
+def test_other_windows_and_delay() -> None:
+    spec = FeatureSpec(customer_windows_days=(2, 3), terminal_windows_days=(5,), label_delay_days=2)
+    sim = simulate(
+        SimulationConfig(
+            n_customers=20,
+            n_terminals=10,
+            n_days=20,
+            radius=40,
+            seed=5,
+            start_date=date(2020, 2, 20),
+        )
+    )
+    tx = _as_raw(sim.transactions)
+    assert_features_equal(batch_features(tx, spec), brute_force(tx, spec), spec)
+    assert "CUSTOMER_ID_NB_TX_3DAY_WINDOW" in spec.features
+    assert date(2020, 2, 20) + timedelta(days=9) == date(2020, 2, 29)  # spans a leap day

@@ -1,0 +1,1 @@
+"""Evaluation of fraud scores: the handbook's metrics and the evaluation report."""
