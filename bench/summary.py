@@ -1,0 +1,69 @@
+"""Render bench/results/*.json into the README between the bench markers.
+
+Each result may carry ``summary``: rows of ``{"what", "stock", "vigil", "ratio", "target",
+"met"}`` (any may be missing); they become one Markdown table per benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving"]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def render() -> str:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    parts = []
+    for name in sorted(results, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n)):
+        result = results[name]
+        rows = result.get("summary") or []
+        machine = result.get("machine", {})
+        parts.append(
+            f"**{name}** ({result.get('when', '?')}, commit {result.get('commit', '?')}, "
+            f"load {machine.get('loadavg_1m_at_start', '?')} on {machine.get('cpus', '?')} cores)"
+        )
+        if rows:
+            parts.append("")
+            parts.append("| what | stock | Vigil | ratio | target | met |")
+            parts.append("|---|---|---|---|---|---|")
+            for row in rows:
+                parts.append(
+                    "| "
+                    + " | ".join(
+                        _cell(row.get(k))
+                        for k in ("what", "stock", "vigil", "ratio", "target", "met")
+                    )
+                    + " |"
+                )
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def update_readme(readme: Path = README) -> bool:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{render()}{END}{tail}")
+    return True
+
+
+if __name__ == "__main__":
+    update_readme()
