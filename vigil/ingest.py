@@ -34,7 +34,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
 #: Columns that writers add by accident (pandas index) and that carry no data.
-_INDEX_ARTIFACTS = re.compile(r"^(__index_level_\d+__|unnamed: ?\d+|index)$", re.IGNORECASE)
+_INDEX_ARTIFACTS = re.compile(r"^(__index_level_\d+__|unnamed: ?\d+|index|)$", re.IGNORECASE)
+#: Integer ids as a CSV writer prints them once the column held a missing value: ``12.0``.
+_FLOAT_TEXT_ID = r"-?\d+\.0+"
 _EXAMPLES = 5
 
 BadValues = Literal["raise", "null"]
@@ -107,9 +109,8 @@ def read_transactions(
         frames.append(frame)
         coercions.extend(file_coercions)
         match = _DATE_IN_NAME.search(file.name)
-        sources.append(
-            SourceFile(path=file, rows=len(frame), day=_parse_day(match.group(1)) if match else None)
-        )
+        day = _parse_day(match.group(1)) if match else None
+        sources.append(SourceFile(path=file, rows=len(frame), day=day))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return RawTransactions(frame=frame, files=sources, coercions=coercions)
 
@@ -132,11 +133,10 @@ def _read_table(file: Path) -> pa.Table:
             return pq.read_table(file)
         # Ids and timestamps are read as text and converted below, so that a single odd value
         # is reported as such instead of changing how the whole column is inferred.
-        names = pacsv.read_csv(file, read_options=pacsv.ReadOptions(skip_rows_after_names=1 << 62))
+        with pacsv.open_csv(file) as reader:  # reads the header and the first block only
+            names = reader.schema.names
         as_text = {
-            n: pa.string()
-            for n in names.column_names
-            if n.strip().upper() in (*c.ID_COLUMNS, c.TX_DATETIME)
+            n: pa.string() for n in names if n.strip().upper() in (*c.ID_COLUMNS, c.TX_DATETIME)
         }
         return pacsv.read_csv(file, convert_options=pacsv.ConvertOptions(column_types=as_text))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
@@ -196,7 +196,7 @@ def _conform(
 
 
 def _examples(values: Iterable[object]) -> list[str]:
-    return [repr(v) for v in list(values)[:_EXAMPLES]]
+    return [repr(v.item() if isinstance(v, np.generic) else v) for v in list(values)[:_EXAMPLES]]
 
 
 def _kind_error(array: pa.ChunkedArray, file: Path, col: str, expected: str) -> DataError:
@@ -211,7 +211,11 @@ def _to_id(array: pa.ChunkedArray, file: Path, col: str) -> tuple[pd.Series, Coe
         series = _strings(array.cast(pa.string()))
         stripped = series.str.strip()
         blank = stripped.eq("").fillna(False)
-        stripped[blank] = pd.NA
+        stripped = stripped.mask(blank)
+        present = stripped.dropna()
+        if len(present) and present.str.fullmatch(_FLOAT_TEXT_ID).all():
+            # Integer ids written as floats (CSV ids are read as text): "12.0" is id "12".
+            stripped = stripped.str.replace(r"\.0+$", "", regex=True)
         bad = None
         if blank.any():
             bad = Coercion(str(file), col, "non-empty ids", int(blank.sum()), ["''"])
@@ -294,8 +298,9 @@ def _to_int(array: pa.ChunkedArray, file: Path, col: str) -> tuple[pd.Series, Co
         result[integral] = numeric[integral].astype(np.int64)
         bad = None
         if bad_mask.any():
-            bad = Coercion(str(file), col, "integers", int(bad_mask.sum()), _examples(raw[bad_mask]))
+            examples = _examples(raw[bad_mask])
+            bad = Coercion(str(file), col, "integers", int(bad_mask.sum()), examples)
         if not result.isna().any():
-            return result.astype(dtype), bad
+            return result.astype(np.dtype(dtype)), bad
         return result, bad
     raise _kind_error(array, file, col, "integers")
