@@ -26,6 +26,7 @@ from feature_store.transforms import (
     to_epoch_us,
 )
 from vigil import contract as c
+from vigil.errors import FeatureStoreError
 
 
 def id_order_key(ids: pd.Series) -> pd.DataFrame:
@@ -207,11 +208,15 @@ def training_set(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     feature_service: str = "fraud_v1",
+    *,
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """``fraud_v1`` for ``transactions`` through Feast's point-in-time historical retrieval.
 
     Returns TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the model's features in
-    model order and TX_FRAUD (when given), in the order of ``transactions``.
+    model order and TX_FRAUD (when given), in the order of ``transactions``. A transaction
+    without a feature row (features computed on other data) is an error unless
+    ``allow_missing``, where its features are NaN.
     """
     entity_df = pd.DataFrame(
         {
@@ -248,6 +253,14 @@ def training_set(
     for name in spec.features:
         if name not in out.columns:
             out[name] = joined[name].to_numpy()
+    if not allow_missing:
+        missing_rows = out[spec.features].isna().any(axis=1)
+        if missing_rows.any():
+            examples = out.loc[missing_rows, c.TRANSACTION_ID].head(5).tolist()
+            raise FeatureStoreError(
+                f"{int(missing_rows.sum())} transaction(s) have no row in the offline store "
+                f"(e.g. TRANSACTION_ID {examples}): featurize the same data first"
+            )
     if c.TX_FRAUD in transactions.columns:
         out[c.TX_FRAUD] = transactions[c.TX_FRAUD].to_numpy()
     return out

@@ -507,12 +507,13 @@ class FeastHistories:
                 ),
             }
         )
+        frame[d.CREATED] = pd.Timestamp.now(tz="UTC")
         self.store.push("customer_transactions_push", frame)
 
     def write_customer_snapshot(self, snapshot: pd.DataFrame) -> int:
-        self.store.write_to_online_store(CUSTOMER_VIEW, snapshot.drop(columns=[d.CREATED]))
+        self.store.write_to_online_store(CUSTOMER_VIEW, snapshot)
         return len(snapshot)
 
     def write_terminal_snapshot(self, snapshot: pd.DataFrame) -> int:
-        self.store.write_to_online_store(TERMINAL_VIEW, snapshot.drop(columns=[d.CREATED]))
+        self.store.write_to_online_store(TERMINAL_VIEW, snapshot)
         return len(snapshot)

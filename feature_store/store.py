@@ -67,13 +67,16 @@ def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
 def repo_config(settings: Settings, *, online: str | None = None) -> RepoConfig:
     """The Feast configuration for ``settings``; ``online`` forces "redis" or "sqlite"."""
     path = repo_path(settings)
-    kind = online or ("redis" if redis_reachable(settings.redis.url) else "sqlite")
+    kind = online
+    if kind is None:
+        kind = "redis" if redis_reachable(settings.redis.url) else "sqlite"
+        if kind == "sqlite":
+            log.warning("no Redis at %s: using the SQLite online store", settings.redis.url)
     if kind == "redis":
         online_store: RedisOnlineStoreConfig | SqliteOnlineStoreConfig = RedisOnlineStoreConfig(
             connection_string=redis_connection_string(settings.redis.url)
         )
     elif kind == "sqlite":
-        log.warning("no Redis at %s: using the SQLite online store", settings.redis.url)
         online_store = SqliteOnlineStoreConfig(path=str(data_dir(settings) / "online_store.db"))
     else:
         raise FeatureStoreError(f"online store {kind!r}: expected 'redis' or 'sqlite'")

@@ -42,14 +42,10 @@ class RegistrySettings(StrictModel):
 
 
 class FeatureSettings(StrictModel):
+    """Where features live. What they are is code (``feature_store``), versioned as fraud_v1."""
+
     #: Feast project name (namespaces keys in the online store).
-    project: str = "vigil"
-    #: Windows of the customer features, in days.
-    customer_windows_days: tuple[int, ...] = (1, 7, 30)
-    #: Windows of the terminal risk features, in days.
-    terminal_windows_days: tuple[int, ...] = (1, 7, 30)
-    #: Labels arrive this many days after the transaction.
-    label_delay_days: int = Field(default=7, ge=0)
+    project: str = Field(default="vigil", pattern=r"^[a-z][a-z0-9_]*$")
 
 
 class ServingSettings(StrictModel):

@@ -1,0 +1,58 @@
+"""``vigil featurize`` and ``vigil materialize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vigil.cli import settings_from
+
+
+@click.command()
+@click.option(
+    "--transactions",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Raw transactions: a parquet/CSV file or a folder of them.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for features.parquet (one row per transaction).",
+)
+@click.option(
+    "--store/--no-store",
+    default=True,
+    show_default=True,
+    help="Also write the feature store's offline sources (under VIGIL_HOME).",
+)
+@click.pass_context
+def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
+    """Compute the fraud features of every transaction (batch, DuckDB)."""
+    from vigil.features import featurize as run_featurize
+    from vigil.ingest import read_transactions
+
+    settings = settings_from(ctx) if store else None
+    raw = read_transactions(transactions)
+    _, result = run_featurize(raw.frame, out, settings=settings)
+    click.echo(
+        f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
+        f"in {result.seconds:.1f} s ({result.first} .. {result.last})"
+    )
+    if result.store_sources:
+        click.echo(f"offline store sources: {result.store_sources.transaction_features.parent}")
+
+
+@click.command()
+@click.pass_context
+def materialize(ctx: click.Context) -> None:
+    """Load the latest batch snapshots into the online store (Redis, else SQLite)."""
+    from vigil.features import materialize as run_materialize
+
+    result = run_materialize(settings_from(ctx))
+    click.echo(
+        f"materialized {result.customers:,} customers and {result.terminals:,} terminals into "
+        f"{result.backend} in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s)"
+    )
