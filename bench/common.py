@@ -78,3 +78,16 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def handbook_data() -> Path:
+    """The handbook-size simulated data set (5,000 customers, 10,000 terminals, 183 days),
+    simulated once into DATA/sim_full and reused."""
+    from vigil.simulate import SimulationConfig, simulate, write_daily
+
+    folder = DATA / "sim_full"
+    if not (folder / "2018-09-30.parquet").exists():
+        config = SimulationConfig()
+        sim = simulate(config)
+        write_daily(sim.transactions, folder, config.start_date, config.n_days)
+    return folder

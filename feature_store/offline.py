@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
@@ -37,7 +38,15 @@ def id_order_key(ids: pd.Series) -> pd.DataFrame:
 
 
 def event_order(transactions: pd.DataFrame) -> np.ndarray:
-    """Positions of ``transactions`` in event order: (TX_DATETIME, TRANSACTION_ID)."""
+    """Positions of ``transactions`` in event order: (TX_DATETIME, TRANSACTION_ID), ids
+    compared as numbers when they are numbers (as the batch SQL does), else as text."""
+    ts = to_epoch_us(transactions[c.TX_DATETIME])
+    try:
+        numeric = pc.cast(_strings(transactions[c.TRANSACTION_ID]), pa.int64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        numeric = None
+    if numeric is not None:  # all ids are integers: two int64 keys sort fast
+        return np.lexsort((numeric, ts))
     keys = id_order_key(transactions[c.TRANSACTION_ID])
     frame = pd.DataFrame(
         {"ts": transactions[c.TX_DATETIME].to_numpy(), "num": keys["num"], "text": keys["text"]}
@@ -111,31 +120,26 @@ def customer_snapshot(
     cutoff: datetime,
     spec: FeatureSpec = DEFAULT_SPEC,
     created: datetime | None = None,
-) -> pd.DataFrame:
-    """Each customer's transactions in (cutoff - longest window, cutoff], in event order."""
+) -> pa.Table:
+    """Each customer's transactions in (cutoff - longest window, cutoff], in event order.
+
+    Customers seen before but idle in the horizon get an empty history (known, nothing recent).
+    """
     cutoff_us = _utc_us(cutoff)
     time_us = to_epoch_us(transactions[c.TX_DATETIME])
     keep = (time_us <= cutoff_us) & (time_us > cutoff_us - spec.customer_horizon_us)
     recent = transactions.loc[keep]
-    recent = recent.iloc[event_order(recent)]
-    grouped = pd.DataFrame(
+    order = event_order(recent)
+    events = pa.table(
         {
-            d.CUSTOMER_ID: recent[c.CUSTOMER_ID].astype(str).to_numpy(),
-            "TX_TIMESTAMPS_US": to_epoch_us(recent[c.TX_DATETIME]),
-            "TX_AMOUNTS": recent[c.TX_AMOUNT].to_numpy(np.float64),
-            "TX_IDS": recent[c.TRANSACTION_ID].astype(str).to_numpy(),
+            d.CUSTOMER_ID: _strings(recent[c.CUSTOMER_ID]).take(order),
+            "TX_TIMESTAMPS_US": pa.array(time_us[keep][order]),
+            "TX_AMOUNTS": pa.array(recent[c.TX_AMOUNT].to_numpy(np.float64)[order]),
+            "TX_IDS": _strings(recent[c.TRANSACTION_ID]).take(order),
         }
-    ).groupby(d.CUSTOMER_ID, sort=True)
-    snapshot = grouped.agg(list).reset_index()
-    # Customers seen before but not in the horizon get an empty history: known, nothing recent.
-    everyone = pd.Index(transactions.loc[time_us <= cutoff_us, c.CUSTOMER_ID].astype(str).unique())
-    idle = everyone.difference(snapshot[d.CUSTOMER_ID])
-    if len(idle):
-        empty = pd.DataFrame({d.CUSTOMER_ID: idle})
-        for col in ("TX_TIMESTAMPS_US", "TX_AMOUNTS", "TX_IDS"):
-            empty[col] = [[] for _ in range(len(idle))]
-        snapshot = pd.concat([snapshot, empty], ignore_index=True)
-    return _stamp(snapshot, cutoff, created)
+    )
+    everyone = _strings(transactions.loc[time_us <= cutoff_us, c.CUSTOMER_ID])
+    return _stamp(_histories(events, d.CUSTOMER_ID, everyone), cutoff, created)
 
 
 def terminal_snapshot(
@@ -143,7 +147,7 @@ def terminal_snapshot(
     cutoff: datetime,
     spec: FeatureSpec = DEFAULT_SPEC,
     created: datetime | None = None,
-) -> pd.DataFrame:
+) -> pa.Table:
     """Each terminal's labels of transactions up to ``cutoff`` with the time each becomes known.
 
     Labels in the raw data become known ``label_delay`` days after their transaction; readers
@@ -153,22 +157,42 @@ def terminal_snapshot(
     time_us = to_epoch_us(transactions[c.TX_DATETIME])
     available = time_us + spec.label_delay_us
     keep = (time_us <= cutoff_us) & (available > cutoff_us - spec.terminal_horizon_us)
-    frame = pd.DataFrame(
+    order = np.argsort(available[keep], kind="stable")
+    events = pa.table(
         {
-            d.TERMINAL_ID: transactions.loc[keep, c.TERMINAL_ID].astype(str).to_numpy(),
-            "LABEL_AVAILABLE_US": available[keep],
-            "LABEL_FRAUD": transactions.loc[keep, c.TX_FRAUD].to_numpy(np.int64),
+            d.TERMINAL_ID: _strings(transactions.loc[keep, c.TERMINAL_ID]).take(order),
+            "LABEL_AVAILABLE_US": pa.array(available[keep][order]),
+            "LABEL_FRAUD": pa.array(transactions.loc[keep, c.TX_FRAUD].to_numpy(np.int64)[order]),
         }
-    ).sort_values([d.TERMINAL_ID, "LABEL_AVAILABLE_US"], kind="stable")
-    snapshot = frame.groupby(d.TERMINAL_ID, sort=True).agg(list).reset_index()
-    everyone = pd.Index(transactions.loc[time_us <= cutoff_us, c.TERMINAL_ID].astype(str).unique())
-    idle = everyone.difference(snapshot[d.TERMINAL_ID])
+    )
+    everyone = _strings(transactions.loc[time_us <= cutoff_us, c.TERMINAL_ID])
+    return _stamp(_histories(events, d.TERMINAL_ID, everyone), cutoff, created)
+
+
+def _strings(values: pd.Series) -> pa.Array:
+    """Ids as an Arrow string array (zero-copy for the string[pyarrow] columns ingestion makes)."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        return pa.array(values.array).cast(pa.string())
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return pa.array(values.to_numpy()).cast(pa.string())
+    return pa.array(values.astype(str).to_numpy(dtype=object), type=pa.string())
+
+
+def _histories(events: pa.Table, key: str, everyone: pa.Array) -> pa.Table:
+    """One row per entity of ``everyone`` with its events as lists (input order kept)."""
+    value_columns = [n for n in events.column_names if n != key]
+    grouped = events.group_by(key, use_threads=False).aggregate(
+        [(n, "list") for n in value_columns]
+    )
+    grouped = grouped.rename_columns([key, *value_columns])
+    idle = pc.filter(pc.unique(everyone), pc.invert(pc.is_in(pc.unique(everyone), grouped[key])))
     if len(idle):
-        empty = pd.DataFrame({d.TERMINAL_ID: idle})
-        for col in ("LABEL_AVAILABLE_US", "LABEL_FRAUD"):
-            empty[col] = [[] for _ in range(len(idle))]
-        snapshot = pd.concat([snapshot, empty], ignore_index=True)
-    return _stamp(snapshot, cutoff, created)
+        empty = pa.table(
+            {key: idle}
+            | {n: pa.array([[]] * len(idle), grouped.schema.field(n).type) for n in value_columns}
+        )
+        grouped = pa.concat_tables([grouped, empty])
+    return grouped.sort_by(key)
 
 
 def write_sources(
@@ -188,18 +212,8 @@ def write_sources(
         cutoff = pd.Timestamp(transactions[c.TX_DATETIME].max()).to_pydatetime()
     created = datetime.now(UTC)
     _write_atomic(transaction_feature_rows(features, spec, created), paths.transaction_features)
-    _write_atomic(
-        pa.Table.from_pandas(
-            customer_snapshot(transactions, cutoff, spec, created), preserve_index=False
-        ),
-        paths.customer_history,
-    )
-    _write_atomic(
-        pa.Table.from_pandas(
-            terminal_snapshot(transactions, cutoff, spec, created), preserve_index=False
-        ),
-        paths.terminal_history,
-    )
+    _write_atomic(customer_snapshot(transactions, cutoff, spec, created), paths.customer_history)
+    _write_atomic(terminal_snapshot(transactions, cutoff, spec, created), paths.terminal_history)
     return paths
 
 
@@ -273,14 +287,14 @@ def _utc_us(moment: datetime) -> int:
     return int(ts.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
 
 
-def _stamp(snapshot: pd.DataFrame, cutoff: datetime, created: datetime | None) -> pd.DataFrame:
+def _stamp(snapshot: pa.Table, cutoff: datetime, created: datetime | None) -> pa.Table:
     ts = pd.Timestamp(cutoff)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    snapshot[d.EVENT_TIMESTAMP] = pd.Series([ts] * len(snapshot), dtype="datetime64[us, UTC]")
-    snapshot[d.CREATED] = pd.Series(
-        [created or datetime.now(UTC)] * len(snapshot), dtype="datetime64[us, UTC]"
-    )
-    return snapshot
+    stamp = pa.scalar(ts.to_pydatetime(), type=pa.timestamp("us", tz="UTC"))
+    made = pa.scalar(created or datetime.now(UTC), type=pa.timestamp("us", tz="UTC"))
+    n = snapshot.num_rows
+    snapshot = snapshot.append_column(d.EVENT_TIMESTAMP, pa.repeat(stamp, n))
+    return snapshot.append_column(d.CREATED, pa.repeat(made, n))
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

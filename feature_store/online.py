@@ -20,20 +20,23 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import redis
 from feast import FeatureStore
-from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.key_encoding_utils import serialize_entity_key, serialize_entity_key_prefix
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import (
     DoubleList,
     Int64List,
     StringList,
+    ValueType,
 )
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from feature_store import definitions as d
+from feature_store import wire
 from feature_store.transforms import (
     DEFAULT_SPEC,
     US_PER_DAY,
@@ -50,6 +53,7 @@ TERMINAL_FIELDS = ("LABEL_AVAILABLE_US", "LABEL_FRAUD")
 #: Extra history kept beyond the longest window, for requests that arrive a little late.
 HISTORY_SLACK_US = US_PER_DAY
 KEY_SERIALIZATION = 3
+_STRING_TYPE = int(ValueType.STRING).to_bytes(4, "little")
 _CAS_RETRIES = 20
 
 # Compare-and-set of a customer's history: write only if TX_IDS still holds what was read.
@@ -60,6 +64,55 @@ if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
+
+
+# Load a chunk of customer snapshot rows atomically. For each key: when the stored history is
+# newer than the snapshot's cutoff (the server appended after it), skip it and report it so
+# the caller merges; otherwise write the snapshot. Reads the stored google.protobuf.Timestamp
+# (field 1 seconds, field 2 nanos, varints). KEYS: customer keys; ARGV: the 3 value fields,
+# the timestamp field, then per key: times, amounts, ids, timestamp bytes, cutoff seconds,
+# cutoff nanos.
+_SNAPSHOT_SCRIPT = """
+local function varint(s, i)
+  local value, scale = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    i = i + 1
+    value = value + (b % 128) * scale
+    if b < 128 then return value, i end
+    scale = scale * 128
+  end
+end
+local function stamp(s)
+  local seconds, nanos, i = 0, 0, 1
+  while i <= #s do
+    local tag = string.byte(s, i)
+    local v
+    v, i = varint(s, i + 1)
+    if tag == 8 then seconds = v elseif tag == 16 then nanos = v end
+  end
+  return seconds, nanos
+end
+local skipped = {}
+for k = 1, #KEYS do
+  local base = 4 + (k - 1) * 6
+  local stored = redis.call('HGET', KEYS[k], ARGV[4])
+  local newer = false
+  if stored then
+    local s, n = stamp(stored)
+    local cs, cn = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6])
+    newer = s > cs or (s == cs and n > cn)
+  end
+  if newer then
+    skipped[#skipped + 1] = k
+  else
+    redis.call('HSET', KEYS[k], ARGV[1], ARGV[base + 1], ARGV[2], ARGV[base + 2],
+               ARGV[3], ARGV[base + 3], ARGV[4], ARGV[base + 4])
+  end
+end
+return skipped
+"""
+_SNAPSHOT_KEYS_PER_CALL = 500
 
 
 class Status(enum.StrEnum):
@@ -90,17 +143,32 @@ class HistoryStore(Protocol):
 
     def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None: ...
 
-    def write_customer_snapshot(self, snapshot: pd.DataFrame) -> int: ...
+    def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int: ...
 
-    def write_terminal_snapshot(self, snapshot: pd.DataFrame) -> int: ...
+    def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int: ...
 
 
 def entity_key(join_key: str, value: str, project: str) -> bytes:
-    """Feast's Redis key of an entity (serialization v3 + project)."""
+    """Feast's Redis key of an entity (serialization v3 + project), via Feast's own code."""
     proto = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
     return serialize_entity_key(proto, entity_key_serialization_version=KEY_SERIALIZATION) + (
         project.encode()
     )
+
+
+class KeyEncoder:
+    """:func:`entity_key` for one string join key, ~30x faster: the join-key prefix is encoded
+    once by Feast's code and each value appended in the v3 layout (type, length, bytes)."""
+
+    def __init__(self, join_key: str, project: str):
+        self.prefix = serialize_entity_key_prefix([join_key], KEY_SERIALIZATION)
+        self.suffix = project.encode()
+
+    def __call__(self, value: str) -> bytes:
+        raw = value.encode()
+        return b"".join(
+            (self.prefix, _STRING_TYPE, len(raw).to_bytes(4, "little"), raw, self.suffix)
+        )
 
 
 def _field(view: str, name: str) -> bytes:
@@ -199,13 +267,9 @@ class RedisHistories:
         self._t_fields = [_field(TERMINAL_VIEW, f) for f in TERMINAL_FIELDS]
         self._t_ts = f"_ts:{TERMINAL_VIEW}".encode()
         self._cas = client.register_script(_CAS_SCRIPT)
-
-    # keys -----------------------------------------------------------------------------------
-    def customer_key(self, customer_id: str) -> bytes:
-        return entity_key(d.CUSTOMER_ID, customer_id, self.project)
-
-    def terminal_key(self, terminal_id: str) -> bytes:
-        return entity_key(d.TERMINAL_ID, terminal_id, self.project)
+        self._snapshot = client.register_script(_SNAPSHOT_SCRIPT)
+        self.customer_key = KeyEncoder(d.CUSTOMER_ID, project)
+        self.terminal_key = KeyEncoder(d.TERMINAL_ID, project)
 
     # reads ----------------------------------------------------------------------------------
     def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
@@ -316,103 +380,103 @@ class RedisHistories:
         return out
 
     # batch materialization ------------------------------------------------------------------
-    def write_customer_snapshot(self, snapshot: pd.DataFrame, chunk: int = 5_000) -> int:
-        """Load a batch snapshot, keeping events appended online after its cutoff."""
-        written = 0
-        for start in range(0, len(snapshot), chunk):
-            part = snapshot.iloc[start : start + chunk]
-            keys = [self.customer_key(str(cid)) for cid in part[d.CUSTOMER_ID]]
-            current = self._read_customers(keys)
-            rows = {
-                key: (
-                    CustomerHistory(
-                        np.asarray(times, np.int64),
-                        np.asarray(amounts, np.float64),
-                        [str(t) for t in ids],
-                    ),
-                    _as_us(cutoff),
-                )
-                for key, times, amounts, ids, cutoff in zip(
-                    keys,
-                    part["TX_TIMESTAMPS_US"],
-                    part["TX_AMOUNTS"],
-                    part["TX_IDS"],
-                    part[d.EVENT_TIMESTAMP],
+    def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 5_000) -> int:
+        """Load a batch snapshot, keeping events appended online after its cutoff.
+
+        Values are encoded for all rows at once (:mod:`feature_store.wire`) and written by a
+        script, atomically, hundreds of keys per call. A customer whose stored history is newer
+        than the cutoff (the server appended since) is left to :meth:`_merge_snapshot_row`.
+        """
+        table = _as_table(snapshot)
+        ids = table.column(d.CUSTOMER_ID).to_pylist()
+        cutoffs = _column_us(table.column(d.EVENT_TIMESTAMP))
+        for start in range(0, len(ids), chunk):
+            part = table.slice(start, chunk)
+            times = wire.encode_int64_lists(part.column("TX_TIMESTAMPS_US"))
+            amounts = wire.encode_double_lists(part.column("TX_AMOUNTS"))
+            tids = wire.encode_string_lists(part.column("TX_IDS"))
+            keys = [self.customer_key(str(i)) for i in ids[start : start + chunk]]
+            part_cutoffs = cutoffs[start : start + chunk].tolist()
+            pipe = self.client.pipeline(transaction=False)
+            batches = range(0, len(keys), _SNAPSHOT_KEYS_PER_CALL)
+            for lo in batches:
+                hi = min(lo + _SNAPSHOT_KEYS_PER_CALL, len(keys))
+                args: list[bytes | int] = [*self._c_fields, self._c_ts]
+                for i in range(lo, hi):
+                    cutoff_us = part_cutoffs[i]
+                    args += [
+                        times[i],
+                        amounts[i],
+                        tids[i],
+                        _timestamp_bytes(cutoff_us),
+                        cutoff_us // 1_000_000,
+                        (cutoff_us % 1_000_000) * 1000,
+                    ]
+                self._snapshot(keys=keys[lo:hi], args=args, client=pipe)
+            for lo, skipped in zip(batches, pipe.execute(), strict=True):
+                for k in skipped:
+                    row = lo + int(k) - 1
+                    self._merge_snapshot_row(keys[row], part, row, part_cutoffs[row])
+        return len(ids)
+
+    def _merge_snapshot_row(self, key: bytes, part: pa.Table, row: int, cutoff_us: int) -> None:
+        """Snapshot row plus the events stored after its cutoff, compare-and-set."""
+        snapshot = CustomerHistory(
+            np.asarray(part.column("TX_TIMESTAMPS_US")[row].values, np.int64),
+            np.asarray(part.column("TX_AMOUNTS")[row].values, np.float64),
+            [str(t) for t in part.column("TX_IDS")[row].values.to_pylist()],
+        )
+        for _ in range(_CAS_RETRIES):
+            stored, token = self._read_customers([key])[key]
+            merged, stored_us = snapshot, 0
+            if stored is not None:
+                old, stored_us = stored
+                later = old.time_us > cutoff_us
+                events = zip(
+                    old.time_us[later].tolist(),
+                    old.amount[later].tolist(),
+                    [t for t, k in zip(old.transaction_id, later, strict=True) if k],
                     strict=True,
                 )
-            }
-            pending = list(rows)
-            for _ in range(_CAS_RETRIES):
-                pipe = self.client.pipeline(transaction=False)
-                for key in pending:
-                    history, cutoff_us = rows[key]
-                    stored, token = current[key]
-                    later: list[tuple[int, float, str]] = []
-                    stored_us = 0
-                    if stored:
-                        old, stored_us = stored
-                        later = [
-                            (t, a, i)
-                            for t, a, i in zip(
-                                old.time_us.tolist(),
-                                old.amount.tolist(),
-                                old.transaction_id,
-                                strict=True,
-                            )
-                            if t > cutoff_us
-                        ]
-                    merged = merge_customer(history, later, self.spec.customer_horizon_us)
-                    args: list[bytes] = [self._c_fields[2], token]
-                    for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
-                        args += [name, value]
-                    args += [self._c_ts, _timestamp_bytes(max(cutoff_us, stored_us))]
-                    self._cas(keys=[key], args=args, client=pipe)
-                results = pipe.execute()
-                failed = [k for k, ok in zip(pending, results, strict=True) if not ok]
-                if not failed:
-                    break
-                pending = failed
-                current.update(self._read_customers(failed))
-            else:
-                raise redis.WatchError(f"could not write {len(pending)} customer histories")
-            written += len(rows)
-        return written
+                merged = merge_customer(snapshot, events, self.spec.customer_horizon_us)
+            args: list[bytes] = [self._c_fields[2], token]
+            for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
+                args += [name, value]
+            args += [self._c_ts, _timestamp_bytes(max(cutoff_us, stored_us))]
+            if self._cas(keys=[key], args=args):
+                return
+        raise redis.WatchError(f"could not merge the snapshot of {key!r}")
 
-    def write_terminal_snapshot(self, snapshot: pd.DataFrame, chunk: int = 10_000) -> int:
+    def write_terminal_snapshot(
+        self, snapshot: pa.Table | pd.DataFrame, chunk: int = 10_000
+    ) -> int:
         """Load a batch snapshot of terminal labels (replaces the previous one)."""
-        written = 0
-        for start in range(0, len(snapshot), chunk):
-            part = snapshot.iloc[start : start + chunk]
+        table = _as_table(snapshot)
+        ids = table.column(d.TERMINAL_ID).to_pylist()
+        available = wire.encode_int64_lists(table.column("LABEL_AVAILABLE_US"))
+        fraud = wire.encode_int64_lists(table.column("LABEL_FRAUD"))
+        stamps = [_timestamp_bytes(t) for t in _column_us(table.column(d.EVENT_TIMESTAMP)).tolist()]
+        a_field, f_field = self._t_fields
+        for start in range(0, len(ids), chunk):
             pipe = self.client.pipeline(transaction=False)
-            for tid, available, fraud, cutoff in zip(
-                part[d.TERMINAL_ID],
-                part["LABEL_AVAILABLE_US"],
-                part["LABEL_FRAUD"],
-                part[d.EVENT_TIMESTAMP],
-                strict=True,
-            ):
-                history = TerminalHistory(
-                    np.asarray(available, np.int64), np.asarray(fraud, np.int64)
-                )
-                a, f = encode_terminal(history)
+            for i in range(start, min(start + chunk, len(ids))):
                 pipe.hset(
-                    self.terminal_key(str(tid)),
-                    mapping={
-                        self._t_fields[0]: a,
-                        self._t_fields[1]: f,
-                        self._t_ts: _timestamp_bytes(_as_us(cutoff)),
-                    },
+                    self.terminal_key(str(ids[i])),
+                    mapping={a_field: available[i], f_field: fraud[i], self._t_ts: stamps[i]},
                 )
             pipe.execute()
-            written += len(part)
-        return written
+        return len(ids)
 
 
-def _as_us(moment: Any) -> int:
-    ts = pd.Timestamp(moment)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return int(ts.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
+def _as_table(snapshot: pa.Table | pd.DataFrame) -> pa.Table:
+    if isinstance(snapshot, pa.Table):
+        return snapshot
+    return pa.Table.from_pandas(snapshot, preserve_index=False)
+
+
+def _column_us(column: pa.ChunkedArray) -> np.ndarray:
+    """Timestamps of an Arrow column as int64 epoch microseconds (UTC)."""
+    return column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
 
 
 class FeastHistories:
@@ -510,10 +574,12 @@ class FeastHistories:
         frame[d.CREATED] = pd.Timestamp.now(tz="UTC")
         self.store.push("customer_transactions_push", frame)
 
-    def write_customer_snapshot(self, snapshot: pd.DataFrame) -> int:
-        self.store.write_to_online_store(CUSTOMER_VIEW, snapshot)
-        return len(snapshot)
+    def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int:
+        frame = snapshot.to_pandas() if isinstance(snapshot, pa.Table) else snapshot
+        self.store.write_to_online_store(CUSTOMER_VIEW, frame)
+        return len(frame)
 
-    def write_terminal_snapshot(self, snapshot: pd.DataFrame) -> int:
-        self.store.write_to_online_store(TERMINAL_VIEW, snapshot)
-        return len(snapshot)
+    def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int:
+        frame = snapshot.to_pandas() if isinstance(snapshot, pa.Table) else snapshot
+        self.store.write_to_online_store(TERMINAL_VIEW, frame)
+        return len(frame)

@@ -239,6 +239,7 @@ p AS (
 )
 SELECT s.row_idx, {", ".join(corrected)}
 FROM s LEFT JOIN p USING (row_idx)
+ORDER BY s.row_idx
 """
 
 
@@ -282,12 +283,11 @@ def batch_stats(
     finally:
         if own:
             con.close()
-    row_idx = result["row_idx"]
+    if len(result["row_idx"]) != n_rows:
+        raise RuntimeError(f"window query returned {len(result['row_idx'])} rows for {n_rows}")
 
     def col(name: str, dtype: type) -> np.ndarray:
-        out: np.ndarray = np.empty(n_rows, dtype=dtype)
-        out[row_idx] = result[name]
-        return out
+        return np.asarray(result[name], dtype=dtype)
 
     return WindowStats(
         time_us=to_epoch_us(transactions[c.TX_DATETIME]),

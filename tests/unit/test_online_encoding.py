@@ -1,0 +1,86 @@
+"""Vigil's Redis encoding is Feast's: keys, field names and values round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from feature_store import definitions as d
+from feature_store.online import (
+    KeyEncoder,
+    decode_customer,
+    decode_terminal,
+    encode_customer,
+    encode_terminal,
+    entity_key,
+    merge_customer,
+)
+from feature_store.transforms import US_PER_DAY, CustomerHistory, TerminalHistory
+
+pytestmark = pytest.mark.unit
+
+
+@given(value=st.text(max_size=40), project=st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True))
+def test_fast_keys_equal_feast_keys(value: str, project: str) -> None:
+    for join_key in (d.CUSTOMER_ID, d.TERMINAL_ID):
+        assert KeyEncoder(join_key, project)(value) == entity_key(join_key, value, project)
+
+
+@given(
+    times=st.lists(st.integers(-(2**62), 2**62), max_size=50),
+    data=st.data(),
+)
+def test_histories_round_trip(times: list[int], data: st.DataObject) -> None:
+    amounts = data.draw(
+        st.lists(st.floats(allow_nan=False), min_size=len(times), max_size=len(times))
+    )
+    ids = data.draw(st.lists(st.text(max_size=8), min_size=len(times), max_size=len(times)))
+    history = CustomerHistory(np.array(times, np.int64), np.array(amounts, np.float64), ids)
+    back = decode_customer(*encode_customer(history))
+    assert back.time_us.tolist() == times
+    assert back.amount.tolist() == amounts
+    assert back.transaction_id == ids
+    fraud = data.draw(st.lists(st.integers(0, 1), min_size=len(times), max_size=len(times)))
+    terminal = decode_terminal(
+        *encode_terminal(TerminalHistory(np.array(times, np.int64), np.array(fraud, np.int64)))
+    )
+    assert terminal.available_us.tolist() == times
+    assert terminal.fraud.tolist() == fraud
+
+
+def test_merge_skips_known_ids_and_trims_to_the_horizon() -> None:
+    base = CustomerHistory(np.array([0, 10], np.int64), np.array([1.0, 2.0]), ["a", "b"])
+    merged = merge_customer(base, [(20, 3.0, "c"), (10, 2.0, "b")], horizon_us=US_PER_DAY)
+    assert merged.transaction_id == ["a", "b", "c"]
+    far = 40 * US_PER_DAY
+    trimmed = merge_customer(merged, [(far, 9.0, "d")], horizon_us=30 * US_PER_DAY)
+    assert trimmed.transaction_id == ["d"]  # all else older than 30 days + 1 day of slack
+
+
+@given(
+    rows=st.lists(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=12), max_size=8),
+    floats=st.lists(st.lists(st.floats(allow_nan=False), max_size=12), max_size=8),
+    strings=st.lists(st.lists(st.text(max_size=150), max_size=6), max_size=8),
+    skip=st.integers(0, 2),
+)
+def test_vectorized_encoding_is_protobufs(rows, floats, strings, skip) -> None:
+    """Byte for byte what Value(...).SerializeToString() gives, sliced arrays included."""
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
+
+    from feature_store.wire import encode_double_lists, encode_int64_lists, encode_string_lists
+
+    ints = pa.array(rows, pa.list_(pa.int64())).slice(min(skip, len(rows)))
+    assert encode_int64_lists(ints) == [
+        Value(int64_list_val=Int64List(val=r)).SerializeToString() for r in rows[skip:]
+    ]
+    doubles = pa.array(floats, pa.list_(pa.float64())).slice(min(skip, len(floats)))
+    assert encode_double_lists(doubles) == [
+        Value(double_list_val=DoubleList(val=r)).SerializeToString() for r in floats[skip:]
+    ]
+    texts = pa.array(strings, pa.list_(pa.string())).slice(min(skip, len(strings)))
+    assert encode_string_lists(texts) == [
+        Value(string_list_val=StringList(val=r)).SerializeToString() for r in strings[skip:]
+    ]
