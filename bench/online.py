@@ -22,7 +22,7 @@ from bench.common import handbook_data, percentiles
 from feature_store import offline
 from feature_store.online import FeastHistories, RedisHistories
 from feature_store.store import open_store
-from feature_store.transforms import OnlineRequest, online_features, to_epoch_us
+from feature_store.transforms import OnlineRequest, online_features, online_requests
 from vigil import contract as c
 from vigil.config import Settings
 from vigil.ingest import read_transactions
@@ -30,21 +30,6 @@ from vigil.ingest import read_transactions
 READS = 3_000
 TARGET_ROWS_PER_S = 50_000
 TARGET_P99_MS = 1.0
-
-
-def _requests(tx: pd.DataFrame, n: int) -> list[OnlineRequest]:
-    sample = tx.sample(n, random_state=0)
-    return [
-        OnlineRequest(str(t), int(u), str(cu), str(te), float(a))
-        for t, u, cu, te, a in zip(
-            sample[c.TRANSACTION_ID],
-            to_epoch_us(sample[c.TX_DATETIME]),
-            sample[c.CUSTOMER_ID],
-            sample[c.TERMINAL_ID],
-            sample[c.TX_AMOUNT],
-            strict=True,
-        )
-    ]
 
 
 def _latencies(
@@ -85,7 +70,9 @@ def main() -> dict[str, Any]:
             ours_rate = rows / float(np.median(ours_s))
             feast_rate = rows / float(np.median(feast_s))
 
-            requests = _requests(tx[tx[c.TX_DATETIME] > cutoff - pd.Timedelta(days=6)], READS)
+            requests = online_requests(
+                tx[tx[c.TX_DATETIME] > cutoff - pd.Timedelta(days=6)].sample(READS, random_state=0)
+            )
             _latencies(ours, requests[:200])  # warm-up: connections, caches
             _latencies(feast, requests[:200])
             ours_lat = percentiles(_latencies(ours, requests))

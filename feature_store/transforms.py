@@ -378,6 +378,21 @@ class OnlineRequest:
     amount: float
 
 
+def online_requests(transactions: pd.DataFrame) -> list[OnlineRequest]:
+    """Scoring requests for the rows of a raw-transactions frame, in its row order."""
+    return [
+        OnlineRequest(str(t), int(u), str(cu), str(te), float(a))
+        for t, u, cu, te, a in zip(
+            transactions[c.TRANSACTION_ID],
+            to_epoch_us(transactions[c.TX_DATETIME]),
+            transactions[c.CUSTOMER_ID],
+            transactions[c.TERMINAL_ID],
+            transactions[c.TX_AMOUNT],
+            strict=True,
+        )
+    ]
+
+
 def online_stats(
     requests: Sequence[OnlineRequest],
     customers: Sequence[CustomerHistory],

@@ -17,13 +17,14 @@ import redis
 
 from feature_store import definitions as d
 from feature_store import offline
-from feature_store.online import FeastHistories, RedisHistories, Status
+from feature_store.online import FeastHistories, HistoryStore, RedisHistories, Status
 from feature_store.store import data_dir, open_store
 from feature_store.transforms import (
     DEFAULT_SPEC,
     OnlineRequest,
     batch_features,
     online_features,
+    online_requests,
     to_epoch_us,
 )
 from vigil import contract as c
@@ -236,18 +237,7 @@ def test_training_set_refuses_transactions_without_features(settings: Settings) 
 
 
 def _requests(frame: pd.DataFrame) -> list[OnlineRequest]:
-    ordered = frame.iloc[offline.event_order(frame)]
-    return [
-        OnlineRequest(str(t), int(u), str(cu), str(te), float(a))
-        for t, u, cu, te, a in zip(
-            ordered[c.TRANSACTION_ID],
-            to_epoch_us(ordered[c.TX_DATETIME]),
-            ordered[c.CUSTOMER_ID],
-            ordered[c.TERMINAL_ID],
-            ordered[c.TX_AMOUNT],
-            strict=True,
-        )
-    ]
+    return online_requests(frame.iloc[offline.event_order(frame)])
 
 
 def _replay(store, requests: list[OnlineRequest]) -> tuple[pd.DataFrame, Counter]:
@@ -275,6 +265,14 @@ def replay_data() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     return tx, batch_features(tx), cutoff
 
 
+def _load(store: HistoryStore, tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Load the batch snapshots of ``tx`` up to ``cutoff``; the history before it."""
+    history = tx[tx[c.TX_DATETIME] <= cutoff]
+    assert store.write_customer_snapshot(offline.customer_snapshot(history, cutoff)) > 300
+    assert store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff)) > 700
+    return history
+
+
 def _assert_parity(online: pd.DataFrame, features: pd.DataFrame) -> None:
     expected = features.set_index(c.TRANSACTION_ID).loc[online[c.TRANSACTION_ID]]
     for name in DEFAULT_SPEC.features:
@@ -293,10 +291,8 @@ def test_online_replay_equals_batch_in_redis(
     project: str,
 ) -> None:
     tx, features, cutoff = replay_data
-    history = tx[tx[c.TX_DATETIME] <= cutoff]
     store = RedisHistories(redis_client, project)
-    assert store.write_customer_snapshot(offline.customer_snapshot(history, cutoff)) > 300
-    assert store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff)) > 700
+    _load(store, tx, cutoff)
     replay = tx[(tx[c.TX_DATETIME] > cutoff) & (tx[c.TX_DATETIME] <= cutoff + timedelta(days=3))]
     online, statuses = _replay(store, _requests(replay))
     assert len(online) > 2000
@@ -313,11 +309,8 @@ def test_feast_client_reads_what_vigil_writes(
 ) -> None:
     """The fast path is Feast's own Redis layout: Feast's SDK reads the same histories."""
     tx, _, cutoff = replay_data
-    history = tx[tx[c.TX_DATETIME] <= cutoff]
     store = RedisHistories(redis_client, project)
-    customers = offline.customer_snapshot(history, cutoff)
-    store.write_customer_snapshot(customers)
-    store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff))
+    _load(store, tx, cutoff)
     requests = _requests(tx[tx[c.TX_DATETIME] > cutoff].head(200))
     store.append(requests[:50])
     feast = FeastHistories(open_store(settings, online="redis"))
@@ -338,10 +331,8 @@ def test_online_replay_equals_batch_through_feast_sqlite(
 ) -> None:
     """The SQLite fallback (no Redis) serves the same features."""
     tx, features, cutoff = replay_data
-    history = tx[tx[c.TX_DATETIME] <= cutoff]
     store = FeastHistories(open_store(settings, online="sqlite"))
-    store.write_customer_snapshot(offline.customer_snapshot(history, cutoff))
-    store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff))
+    _load(store, tx, cutoff)
     replay = tx[(tx[c.TX_DATETIME] > cutoff) & (tx[c.TX_DATETIME] <= cutoff + timedelta(hours=12))]
     online, _ = _replay(store, _requests(replay))
     assert len(online) > 200
@@ -354,11 +345,8 @@ def test_stale_and_missing_entities_get_defaults_and_are_counted(
     project: str,
 ) -> None:
     tx, _, cutoff = replay_data
-    history = tx[tx[c.TX_DATETIME] <= cutoff]
     store = RedisHistories(redis_client, project)
-    store.write_customer_snapshot(offline.customer_snapshot(history, cutoff))
-    store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff))
-    known = history.iloc[-1]
+    known = _load(store, tx, cutoff).iloc[-1]
     late = int(to_epoch_us(pd.Series([cutoff + timedelta(days=8)]))[0])
     requests = [
         OnlineRequest("x1", late, str(known[c.CUSTOMER_ID]), str(known[c.TERMINAL_ID]), 10.0),
