@@ -18,7 +18,9 @@ class DataError(VigilError):
     """Input data cannot be read or does not follow the data contract."""
 
     def __init__(self, message: str, *, file: str | None = None, column: str | None = None):
-        where = ", ".join(p for p in (f"file {file}" if file else "", f"column {column}" if column else "") if p)
+        where = ", ".join(
+            p for p in (f"file {file}" if file else "", f"column {column}" if column else "") if p
+        )
         super().__init__(f"{where}: {message}" if where else message)
         self.file = file
         self.column = column

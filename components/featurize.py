@@ -1,0 +1,118 @@
+"""Step 2, featurize: features into the Feast offline store, then the point-in-time training set.
+
+* The features of every transaction (one definition, :mod:`feature_store.transforms`) and the
+  history snapshots go to the offline store under the settings' home
+  (:func:`vigil.features.featurize`).
+* The rows of the training and test windows are then read back through Feast's historical
+  retrieval of the feature service ``fraud_v1`` (:func:`feature_store.offline.training_set`):
+  the training set is what the feature store serves, point in time, not a side copy.
+* The dataset written for the next steps holds those rows with their features and a ``SPLIT``
+  column (``train``/``valid``/``test``), plus the label-delay rows (``delay``, no features), which
+  the evaluation needs to know which cards were already known to be compromised.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.results import DataSummary
+from components.runtime import say
+from components.windows import DELAY, FIT, SPLIT_COLUMN, SPLITS, TEST, VALID, WindowSpec
+from feature_store.offline import training_set
+from feature_store.store import open_store
+from feature_store.transforms import DEFAULT_SPEC
+from vigil import contract as c
+from vigil.config import Settings
+from vigil.errors import DataError
+from vigil.features import featurize
+from vigil.ingest import read_transactions
+
+STEP = "featurize"
+FEATURE_SERVICE = "fraud_v1"
+#: Columns every dataset row carries besides the features.
+KEY_COLUMNS = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TERMINAL_ID, c.TX_TIME_DAYS)
+
+
+def featurize_data(
+    transactions: str | Path,
+    *,
+    settings: Settings,
+    windows: WindowSpec,
+    dataset: Path,
+) -> DataSummary:
+    """Featurize ``transactions`` into the offline store of ``settings`` and write the
+    point-in-time dataset of the evaluation windows to ``dataset`` (parquet)."""
+    raw = read_transactions(transactions).frame
+    if raw.empty:
+        raise DataError("no transactions to featurize", file=str(transactions))
+    times = raw[c.TX_DATETIME]
+    first, last = pd.Timestamp(times.min()), pd.Timestamp(times.max())
+    resolved = windows.resolve(first.date(), last.date())
+    say(STEP, f"{len(raw):,} transactions {first} .. {last}; {resolved.describe()}")
+
+    t0 = time.perf_counter()
+    _, result = featurize(raw, None, settings=settings)
+    say(STEP, f"{result.rows:,} rows x {len(result.features)} features into the offline store "
+              f"in {time.perf_counter() - t0:.1f} s")
+
+    split = resolved.split_of(times)
+    wanted = np.isin(split, (FIT, VALID, TEST))
+    rows = raw.loc[wanted].reset_index(drop=True)
+    t0 = time.perf_counter()
+    frame = training_set(open_store(settings), rows, feature_service=FEATURE_SERVICE)
+    say(STEP, f"{len(frame):,} rows of {FEATURE_SERVICE} through Feast (point in time) "
+              f"in {time.perf_counter() - t0:.1f} s")
+    frame[c.TX_TIME_DAYS] = rows[c.TX_TIME_DAYS].to_numpy()
+    frame[SPLIT_COLUMN] = split[wanted]
+
+    delay = raw.loc[split == DELAY]
+    delay_rows = pd.DataFrame(
+        {
+            c.TRANSACTION_ID: delay[c.TRANSACTION_ID].astype(str).to_numpy(),
+            c.TX_DATETIME: delay[c.TX_DATETIME].to_numpy(),
+            c.CUSTOMER_ID: delay[c.CUSTOMER_ID].astype(str).to_numpy(),
+            c.TERMINAL_ID: delay[c.TERMINAL_ID].astype(str).to_numpy(),
+            c.TX_TIME_DAYS: delay[c.TX_TIME_DAYS].to_numpy(),
+            c.TX_FRAUD: delay[c.TX_FRAUD].to_numpy(),
+            SPLIT_COLUMN: DELAY,
+        }
+    )
+    columns = [*KEY_COLUMNS, *DEFAULT_SPEC.features, c.TX_FRAUD, SPLIT_COLUMN]
+    out = pd.concat([frame[columns], delay_rows], ignore_index=True)[columns]
+    out = out.sort_values([c.TX_DATETIME], kind="stable").reset_index(drop=True)
+
+    split_rows = {name: int((out[SPLIT_COLUMN] == name).sum()) for name in SPLITS}
+    split_frauds = {
+        name: int(out.loc[out[SPLIT_COLUMN] == name, c.TX_FRAUD].sum()) for name in SPLITS
+    }
+    _require_both_classes(split_rows, split_frauds, resolved.describe())
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(dataset, index=False)
+    say(STEP, "dataset " + ", ".join(
+        f"{name} {split_rows[name]:,} rows ({split_frauds[name]:,} frauds)" for name in SPLITS
+    ))
+    return DataSummary(
+        source=str(transactions),
+        rows=len(raw),
+        frauds=int(raw[c.TX_FRAUD].sum()),
+        first=first.isoformat(),
+        last=last.isoformat(),
+        windows=resolved,
+        split_rows=split_rows,
+        split_frauds=split_frauds,
+        feature_service=FEATURE_SERVICE,
+    )
+
+
+def _require_both_classes(rows: dict[str, int], frauds: dict[str, int], windows: str) -> None:
+    for name, purpose in ((FIT, "training"), (VALID, "validation"), (TEST, "test")):
+        if frauds[name] == 0 or frauds[name] == rows[name]:
+            raise DataError(
+                f"the {purpose} window holds {rows[name]:,} transactions of which "
+                f"{frauds[name]:,} are frauds: it needs both frauds and genuine transactions "
+                f"({windows}); widen the window or use more data"
+            )

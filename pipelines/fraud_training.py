@@ -1,0 +1,166 @@
+"""``fraud-training``: raw transactions in, a registered fraud model out.
+
+    validate ─► featurize ─► train ─► evaluate ─┬─ dsl.If(decision != "rejected") ─► register
+     (GE gate)   (offline    (LightGBM) (test     │
+                  store +               window,   └─ dsl.Else ─────────────────────► not-registered
+                  fraud_v1              vs. the
+                  via Feast)            champion)
+
+The same function runs on a cluster (compiled to ``fraud_training.yaml``, submitted with
+``kfp run submit -f``) and locally (``vigil run fraud --local`` through ``kfp.local``).
+It returns the evaluation (metrics of the candidate and of the champion on the same rows, the
+gate's decision and reason) and the registration (version and alias, or why none) as JSON.
+
+Parameters that name places (``transactions``, ``vigil_home``, ``vigil_config``) are paths as the
+components see them: on a cluster, paths on a volume mounted into every step; ``vigil_home``
+holds the offline store (and, without a tracking server, the MLflow database). Empty
+``vigil_home`` / ``vigil_config`` / ``model_name`` mean: from the component's environment
+(``VIGIL_HOME``, ``VIGIL_CONFIG``, ``MLFLOW_TRACKING_URI``, ``VIGIL_REDIS_URL``) and defaults.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+from kfp import dsl
+
+from components.kfp_components import (
+    evaluate,
+    featurize,
+    not_registered,
+    register,
+    train,
+    validate,
+)
+
+PIPELINE_NAME = "fraud-training"
+
+
+@dataclasses.dataclass(frozen=True)
+class FraudTrainingParams:
+    """The pipeline's parameters, as one value (see :func:`fraud_training` for each).
+
+    The defaults equal the pipeline function's (a unit test compares them with the compiled
+    YAML), so ``arguments()`` can be passed to ``fraud_training`` locally or to a KFP run.
+    """
+
+    transactions: str
+    vigil_home: str = ""
+    vigil_config: str = ""
+    model_name: str = ""
+    train_days: int = 14
+    valid_days: int = 3
+    delay_days: int = 7
+    test_days: int = 7
+    test_end: str = ""
+    comparison_metric: str = "average_precision"
+    quality_floor: float = 0.3
+    min_improvement: float = 0.0
+    min_fraud_share: float = 0.0001
+    max_fraud_share: float = 0.2
+    lightgbm_params: str = "{}"
+
+    def arguments(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class FraudTrainingOutputs(NamedTuple):
+    evaluation: str
+    registration: str
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description=(
+        "Validate raw card transactions, featurize them into the Feast offline store, train "
+        "LightGBM on the point-in-time fraud_v1 training set, evaluate it against the current "
+        "champion on a later window (label-delay gap, known compromised cards removed) and "
+        "register it as champion or challenger when it is better."
+    ),
+)
+def fraud_training(
+    transactions: str,
+    vigil_home: str = "",
+    vigil_config: str = "",
+    model_name: str = "",
+    train_days: int = 14,
+    valid_days: int = 3,
+    delay_days: int = 7,
+    test_days: int = 7,
+    test_end: str = "",
+    comparison_metric: str = "average_precision",
+    quality_floor: float = 0.3,
+    min_improvement: float = 0.0,
+    min_fraud_share: float = 0.0001,
+    max_fraud_share: float = 0.2,
+    lightgbm_params: str = "{}",
+) -> FraudTrainingOutputs:
+    """Train, evaluate and (when better) register the fraud model.
+
+    Args:
+        transactions: Raw transactions: a parquet/CSV file or a folder of daily files.
+        vigil_home: Vigil's state folder (offline store, MLflow SQLite when no tracking server).
+        vigil_config: A Vigil YAML settings file readable by the steps.
+        model_name: Registered model name (empty: the settings' ``registry.model_name``).
+        train_days: Days of the training window (its last ``valid_days`` are the validation
+            slice for early stopping and the decision threshold).
+        valid_days: Days of the validation slice at the end of the training window.
+        delay_days: Label delay: days between the training window and the test window.
+        test_days: Days of the test window.
+        test_end: Last test day, YYYY-MM-DD (empty: the last day in the data).
+        comparison_metric: auc_roc, average_precision or card_precision_at_100, compared
+            between the candidate and the champion on the same test rows.
+        quality_floor: Lowest comparison_metric a candidate may have to be registered at all
+            (with no champion yet, passing it makes the candidate the champion).
+        min_improvement: How much the candidate must beat the champion by (a tie is not
+            better).
+        min_fraud_share: Validation gate: lowest acceptable share of frauds.
+        max_fraud_share: Validation gate: highest acceptable share of frauds.
+        lightgbm_params: JSON object of LightGBM parameter overrides.
+    """
+    checked = validate(
+        transactions=transactions,
+        min_fraud_share=min_fraud_share,
+        max_fraud_share=max_fraud_share,
+    )
+    features = featurize(
+        transactions=transactions,
+        vigil_home=vigil_home,
+        vigil_config=vigil_config,
+        train_days=train_days,
+        valid_days=valid_days,
+        delay_days=delay_days,
+        test_days=test_days,
+        test_end=test_end,
+    ).after(checked)
+    trained = train(dataset=features.outputs["dataset"], lightgbm_params=lightgbm_params)
+    evaluated = evaluate(
+        dataset=features.outputs["dataset"],
+        model=trained.outputs["model"],
+        data=features.outputs["Output"],
+        vigil_home=vigil_home,
+        vigil_config=vigil_config,
+        model_name=model_name,
+        comparison_metric=comparison_metric,
+        quality_floor=quality_floor,
+        min_improvement=min_improvement,
+    )
+    with dsl.If(evaluated.outputs["decision"] != "rejected", name="better"):
+        registered = register(
+            model=trained.outputs["model"],
+            report=evaluated.outputs["report"],
+            evaluation=evaluated.outputs["evaluation"],
+            vigil_home=vigil_home,
+            vigil_config=vigil_config,
+            model_name=model_name,
+            alias=evaluated.outputs["decision"],
+        )
+    with dsl.Else(name="not-better"):
+        refused = not_registered(
+            evaluation=evaluated.outputs["evaluation"],
+            vigil_config=vigil_config,
+            model_name=model_name,
+        )
+    return FraudTrainingOutputs(
+        evaluation=evaluated.outputs["evaluation"],
+        registration=dsl.OneOf(registered.output, refused.output),
+    )
