@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -18,6 +19,7 @@ BENCHMARKS = ["simulate", "features", "online", "pipeline", "handbook", "serving
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the vigil CLI does
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)

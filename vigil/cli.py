@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -73,6 +74,9 @@ def settings_from(ctx: click.Context) -> Any:
 
 
 def main() -> None:
+    # Idle OpenMP threads (LightGBM) yield instead of spinning: on a few shared cores spinning
+    # workers slow everything else down (training measured 8x slower without this).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

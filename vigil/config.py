@@ -1,7 +1,8 @@
 """Typed configuration: YAML, ``${VAR}`` / ``${VAR:-default}`` expansion, strict pydantic models.
 
 Where settings come from, in order of precedence:
-1. environment overrides (``VIGIL_HOME``, ``VIGIL_REDIS_URL``, ``MLFLOW_TRACKING_URI``),
+1. environment overrides (``VIGIL_HOME``, ``VIGIL_REDIS_URL``, ``MLFLOW_TRACKING_URI``,
+   ``VIGIL_FEATURES_PROJECT``),
 2. the YAML file named by ``--config`` or ``VIGIL_CONFIG`` (``./vigil.yaml`` when present),
 3. the defaults below, which run everything on 127.0.0.1 with state under ``./.vigil``.
 
@@ -111,6 +112,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         ("home",): env.get("VIGIL_HOME"),
         ("redis", "url"): env.get("VIGIL_REDIS_URL"),
         ("registry", "tracking_uri"): env.get("MLFLOW_TRACKING_URI"),
+        ("features", "project"): env.get("VIGIL_FEATURES_PROJECT"),
     }
     for keys, value in overrides.items():
         if value:
