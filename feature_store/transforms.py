@@ -43,6 +43,10 @@ class FeatureSpec:
     customer_windows_days: tuple[int, ...] = (1, 7, 30)
     terminal_windows_days: tuple[int, ...] = (1, 7, 30)
     label_delay_days: int = 7
+    #: The customer's recent window, compared with a baseline that ends before a 14-day card
+    #: compromise could inflate it: (t - 60d, t - 14d].
+    recent_days: int = 7
+    baseline_days: tuple[int, int] = (60, 14)
 
     def __post_init__(self) -> None:
         if not self.customer_windows_days or not self.terminal_windows_days:
@@ -52,11 +56,16 @@ class FeatureSpec:
         if self.label_delay_days < 1:
             # With no delay a transaction's own label would be inside its terminal window.
             raise ValueError("feature spec: label_delay_days must be >= 1")
+        if self.recent_days not in self.customer_windows_days:
+            raise ValueError("feature spec: recent_days must be one of the customer windows")
+        start, end = self.baseline_days
+        if not start > end >= self.recent_days >= 1:
+            raise ValueError("feature spec: baseline_days must end before the recent window")
 
     @property
     def customer_horizon_us(self) -> int:
         """How far back a customer's history must reach."""
-        return max(self.customer_windows_days) * US_PER_DAY
+        return max(*self.customer_windows_days, self.baseline_days[0]) * US_PER_DAY
 
     @property
     def terminal_horizon_us(self) -> int:
@@ -84,10 +93,16 @@ class FeatureSpec:
 
     @property
     def extra_features(self) -> list[str]:
-        """Vigil's additions: the amount against the customer's own habits."""
+        """Vigil's additions: the amount against the customer's own habits, and the terminal's
+        freshest known label."""
+        r = self.recent_days
         return [
             *(f"CUSTOMER_ID_AMOUNT_RATIO_{m}DAY_WINDOW" for m in self.customer_windows_days),
             f"CUSTOMER_ID_AMOUNT_ZSCORE_{self.spread_window_days}DAY_WINDOW",
+            f"CUSTOMER_ID_MAX_AMOUNT_{r}DAY_RATIO_LAGGED",
+            f"CUSTOMER_ID_AVG_AMOUNT_{r}DAY_RATIO_LAGGED",
+            "TERMINAL_ID_LAST_KNOWN_LABEL",
+            "TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL",
         ]
 
     @property
@@ -117,6 +132,15 @@ class WindowStats:
     #: per terminal window: known labels and known frauds
     terminal_count: dict[int, np.ndarray]
     terminal_frauds: dict[int, np.ndarray]
+    #: largest amount in the recent window (transaction included)
+    customer_recent_max: np.ndarray
+    #: count and sum of amounts in the baseline window (t - 60d, t - 14d]
+    customer_baseline_count: np.ndarray
+    customer_baseline_sum: np.ndarray
+    #: the terminal's latest known label: when it became known (-1: none), and its value
+    #: (1 if any transaction of that instant was fraud)
+    terminal_last_known_us: np.ndarray
+    terminal_last_label: np.ndarray
 
 
 def calendar_flags(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +190,22 @@ def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, 
     out[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = np.where(
         spread, (stats.amount - mean) / std, 0.0
     )
+    r = spec.recent_days
+    baseline = _safe_ratio(stats.customer_baseline_sum, stats.customer_baseline_count, 0.0)
+    recent_avg = _safe_ratio(stats.customer_sum[r], stats.customer_count[r], 0.0)
+    out[f"CUSTOMER_ID_MAX_AMOUNT_{r}DAY_RATIO_LAGGED"] = _safe_ratio(
+        stats.customer_recent_max, baseline, 1.0
+    )
+    out[f"CUSTOMER_ID_AVG_AMOUNT_{r}DAY_RATIO_LAGGED"] = _safe_ratio(recent_avg, baseline, 1.0)
+    known = stats.terminal_last_known_us >= 0
+    out["TERMINAL_ID_LAST_KNOWN_LABEL"] = np.where(known, stats.terminal_last_label, 0).astype(
+        np.int64
+    )
+    out["TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] = np.where(
+        known,
+        (stats.time_us - stats.terminal_last_known_us) / US_PER_DAY,
+        float(max(spec.terminal_windows_days)),
+    )
     return out
 
 
@@ -186,10 +226,10 @@ def _interval(us: int) -> str:
 def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
     """The window statistics of every transaction of ``table`` as one SQL query.
 
-    ``table`` has columns ``row_idx, tid, cid, term, ts, amount, fraud``. The query is ANSI SQL
-    with RANGE frames (DuckDB, Spark SQL). Transactions of one customer at the same instant
-    are RANGE peers; those that come later in (ts, TRANSACTION_ID) order are subtracted again
-    by ``later_peers``, which only touches the rare rows that have peers.
+    ``table`` has columns ``row_idx, tid, cid, term, ts, amount, fraud``. The query is SQL with
+    RANGE frames (DuckDB; Spark SQL spells ``epoch_us`` as ``unix_micros``). Transactions of one
+    customer at the same instant are RANGE peers; those that come later in (ts, TRANSACTION_ID)
+    order are taken out again by ``p``, which only touches the rare rows that have peers.
     """
     cust = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND CURRENT ROW"
     term = "PARTITION BY term ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi} PRECEDING"
@@ -203,6 +243,18 @@ def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
         "COUNT(*) OVER (PARTITION BY cid ORDER BY ts RANGE BETWEEN CURRENT ROW AND CURRENT ROW)"
         " AS peers"
     )
+    recent = spec.recent_days * US_PER_DAY
+    before = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi} PRECEDING"
+    select.append(
+        f"MAX(amount) OVER ({before.format(lo=_interval(recent - 1), hi=_interval(1))})"
+        " AS c_max_before"
+    )
+    start, end = (d * US_PER_DAY for d in spec.baseline_days)
+    w = before.format(lo=_interval(start - 1), hi=_interval(end))
+    select += [
+        f"COUNT(*) OVER ({w}) AS c_base_cnt",
+        f"COALESCE(SUM(amount) OVER ({w}), 0) AS c_base_sum",
+    ]
     delay = spec.label_delay_us
     for n in spec.terminal_windows_days:
         w = term.format(lo=_interval(delay + n * US_PER_DAY - 1), hi=_interval(delay))
@@ -210,10 +262,13 @@ def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
             f"COUNT(*) OVER ({w}) AS t_cnt_{n}",
             f"COALESCE(SUM(fraud) OVER ({w}), 0) AS t_fraud_{n}",
         ]
-    later = (
-        "PARTITION BY cid, ts ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid "
-        "ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
-    )
+    # Latest known label: the largest (time, label) pair, packed into one number so that
+    # among labels of one instant a fraud wins, whatever the row order.
+    w = term.format(lo=_interval(delay + spec.terminal_horizon_us - 1), hi=_interval(delay))
+    select.append(f"MAX(epoch_us(ts) * 2 + fraud) OVER ({w}) AS t_last")
+    peers = "PARTITION BY cid, ts ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid"
+    later = f"{peers} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
+    earlier = f"{peers} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     corrected = []
     for n in spec.customer_windows_days:
         corrected += [
@@ -225,6 +280,12 @@ def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
     corrected += [
         f"s.t_{kind}_{n}" for n in spec.terminal_windows_days for kind in ("cnt", "fraud")
     ]
+    corrected += [
+        "GREATEST(COALESCE(s.c_max_before, s.amount), COALESCE(p.e_max, s.amount)) AS c_max_recent",
+        "s.c_base_cnt",
+        "s.c_base_sum",
+        "COALESCE(s.t_last, -1) AS t_last",
+    ]
     return f"""
 WITH s AS MATERIALIZED (
   SELECT row_idx, tid, cid, ts, amount, {", ".join(select)}
@@ -234,7 +295,8 @@ p AS (
   SELECT row_idx,
          COUNT(*) OVER ({later}) AS l_cnt,
          SUM(amount) OVER ({later}) AS l_sum,
-         SUM(amount * amount) OVER ({later}) AS l_sq
+         SUM(amount * amount) OVER ({later}) AS l_sq,
+         MAX(amount) OVER ({earlier}) AS e_max
   FROM s WHERE peers > 1
 )
 SELECT s.row_idx, {", ".join(corrected)}
@@ -289,6 +351,7 @@ def batch_stats(
     def col(name: str, dtype: type) -> np.ndarray:
         return np.asarray(result[name], dtype=dtype)
 
+    last = col("t_last", np.int64)  # (time of the latest known label) * 2 + label, -1: none
     return WindowStats(
         time_us=to_epoch_us(transactions[c.TX_DATETIME]),
         amount=transactions[c.TX_AMOUNT].to_numpy(np.float64),
@@ -299,6 +362,11 @@ def batch_stats(
         },
         terminal_count={n: col(f"t_cnt_{n}", np.int64) for n in spec.terminal_windows_days},
         terminal_frauds={n: col(f"t_fraud_{n}", np.int64) for n in spec.terminal_windows_days},
+        customer_recent_max=col("c_max_recent", np.float64),
+        customer_baseline_count=col("c_base_cnt", np.int64),
+        customer_baseline_sum=col("c_base_sum", np.float64),
+        terminal_last_known_us=np.where(last >= 0, last // 2 + spec.label_delay_us, -1),
+        terminal_last_label=np.where(last >= 0, last % 2, 0),
     )
 
 
@@ -414,7 +482,14 @@ def online_stats(
         customer_sumsq={spread: np.empty(k, np.float64)},
         terminal_count={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
         terminal_frauds={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
+        customer_recent_max=np.empty(k, np.float64),
+        customer_baseline_count=np.empty(k, np.int64),
+        customer_baseline_sum=np.empty(k, np.float64),
+        terminal_last_known_us=np.empty(k, np.int64),
+        terminal_last_label=np.empty(k, np.int64),
     )
+    recent = spec.recent_days * US_PER_DAY
+    start, end = (d * US_PER_DAY for d in spec.baseline_days)
     for i, (req, ch, th) in enumerate(zip(requests, customers, terminals, strict=True)):
         t = req.time_us
         seen = ch.time_us <= t
@@ -425,11 +500,24 @@ def online_stats(
             stats.customer_sum[n][i] = float(amounts.sum()) + req.amount
             if n == spread:
                 stats.customer_sumsq[n][i] = float((amounts * amounts).sum()) + req.amount**2
+        mask = seen & (ch.time_us > t - recent)
+        stats.customer_recent_max[i] = max(req.amount, float(ch.amount[mask].max(initial=-np.inf)))
+        mask = (ch.time_us > t - start) & (ch.time_us <= t - end)
+        stats.customer_baseline_count[i] = int(mask.sum())
+        stats.customer_baseline_sum[i] = float(ch.amount[mask].sum())
         known = th.available_us <= t
         for n in spec.terminal_windows_days:
             mask = known & (th.available_us > t - n * US_PER_DAY)
             stats.terminal_count[n][i] = int(mask.sum())
             stats.terminal_frauds[n][i] = int(th.fraud[mask].sum())
+        mask = known & (th.available_us > t - spec.terminal_horizon_us)
+        if mask.any():
+            latest = int(th.available_us[mask].max())
+            stats.terminal_last_known_us[i] = latest
+            stats.terminal_last_label[i] = int(th.fraud[mask & (th.available_us == latest)].max())
+        else:
+            stats.terminal_last_known_us[i] = -1
+            stats.terminal_last_label[i] = 0
     return stats
 
 

@@ -44,13 +44,18 @@ class TrainedModel:
     params: dict[str, Any]
     best_iteration: int
 
-    def predict(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+    def predict(
+        self, features: pd.DataFrame | np.ndarray, *, num_iteration: int | None = None
+    ) -> np.ndarray:
+        """Fraud scores; ``num_iteration`` uses the first that many trees instead of
+        :attr:`best_iteration` (one boosting run then serves several round counts)."""
         values = (
             features[self.feature_names].to_numpy(np.float64)
             if isinstance(features, pd.DataFrame)
             else np.asarray(features, np.float64)
         )
-        return np.asarray(self.booster.predict(values, num_iteration=self.best_iteration))
+        iterations = self.best_iteration if num_iteration is None else num_iteration
+        return np.asarray(self.booster.predict(values, num_iteration=iterations))
 
 
 def matrix(frame: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features
+from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features, batch_stats
 from vigil import contract as c
 from vigil.simulate import SimulationConfig, simulate
 
@@ -50,7 +50,33 @@ def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFr
         f[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = (
             (r.TX_AMOUNT - amounts.mean()) / std if len(amounts) > 1 and std > 1e-4 else 0.0
         )
+        recent = [o.TX_AMOUNT for o in mine if o.TX_DATETIME > t - spec.recent_days * DAY]
+        start, end = spec.baseline_days
+        base = [o.TX_AMOUNT for o in mine if t - start * DAY < o.TX_DATETIME <= t - end * DAY]
+        base_avg = sum(base) / len(base) if base else 0.0
+        days = spec.recent_days
+        f[f"CUSTOMER_ID_MAX_AMOUNT_{days}DAY_RATIO_LAGGED"] = (
+            max(recent) / base_avg if base_avg > 0 else 1.0
+        )
+        f[f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_RATIO_LAGGED"] = (
+            sum(recent) / len(recent) / base_avg if base_avg > 0 else 1.0
+        )
         delay = spec.label_delay_days * DAY
+        horizon = max(spec.terminal_windows_days) * DAY
+        known = [
+            o
+            for o in rows
+            if o.TERMINAL_ID == r.TERMINAL_ID and t - delay - horizon < o.TX_DATETIME <= t - delay
+        ]
+        if known:
+            latest = max(o.TX_DATETIME for o in known)
+            f["TERMINAL_ID_LAST_KNOWN_LABEL"] = max(
+                o.TX_FRAUD for o in known if o.TX_DATETIME == latest
+            )
+            f["TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] = (t - (latest + delay)) / DAY
+        else:
+            f["TERMINAL_ID_LAST_KNOWN_LABEL"] = 0
+            f["TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] = float(max(spec.terminal_windows_days))
         for n in spec.terminal_windows_days:
             labels = [
                 o.TX_FRAUD
@@ -103,6 +129,7 @@ def test_window_edges_ties_and_label_delay() -> None:
         ("2", t0 + DAY, "A", "T", 20.0, 0),  # exactly 1 day later: 1-day window excludes #1
         ("3", t0 + DAY, "A", "T", 30.0, 0),  # same instant as #2: sees #2, #2 does not see #3
         ("10", t0 + DAY, "A", "U", 5.0, 0),  # ids order numerically: 10 comes after 3
+        ("11", t0 + DAY, "D", "T", 1.0, 1),  # a fraud on T at that instant: the last known label
         ("4", t0 + 7 * DAY, "B", "T", 40.0, 0),  # #1's label known exactly now (7 days)
         ("5", t0 + 7 * DAY - pd.Timedelta(microseconds=1), "B", "T", 50.0, 0),  # 1 µs too early
         ("6", t0 + 8 * DAY, "B", "T", 60.0, 1),  # 1-day terminal window (t-8d, t-7d] excludes #1
@@ -124,6 +151,12 @@ def test_window_edges_ties_and_label_delay() -> None:
     tx[c.TX_DATETIME] = tx[c.TX_DATETIME].astype("datetime64[us]")
     tx = _as_raw(tx)
     got = batch_features(tx).set_index(c.TRANSACTION_ID)
+    stats = batch_stats(tx)
+    position = {tid: i for i, tid in enumerate(tx[c.TRANSACTION_ID])}
+    # the largest recent amount counts same-instant transactions in arrival order only
+    assert stats.customer_recent_max[position["2"]] == 20.0
+    assert stats.customer_recent_max[position["3"]] == 30.0
+    assert stats.customer_recent_max[position["10"]] == 30.0
     assert_features_equal(got.reset_index(), brute_force(tx), DEFAULT_SPEC)
     # and the edges, spelled out
     assert got.loc["2", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
@@ -133,8 +166,14 @@ def test_window_edges_ties_and_label_delay() -> None:
     assert got.loc["4", "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 1
     assert got.loc["4", "TERMINAL_ID_RISK_1DAY_WINDOW"] == 1.0
     assert got.loc["5", "TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 0
-    assert got.loc["6", "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2  # #2 and #3, not #1
-    assert got.loc["6", "TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(1 / 3)
+    assert got.loc["6", "TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 3  # #2, #3, #11, not #1
+    assert got.loc["6", "TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(2 / 4)
+    # latest known labels of T at t0 + 1 day: #2, #3 genuine, #11 fraud -> fraud wins
+    assert got.loc["6", "TERMINAL_ID_LAST_KNOWN_LABEL"] == 1
+    assert got.loc["6", "TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] == 0.0
+    assert got.loc["4", "TERMINAL_ID_LAST_KNOWN_LABEL"] == 1  # #1, known exactly at t
+    assert got.loc["5", "TERMINAL_ID_LAST_KNOWN_LABEL"] == 0  # nothing known yet
+    assert got.loc["5", "TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] == 30.0
     assert got.loc["7", "CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 1
     assert got.loc["7", "CUSTOMER_ID_AMOUNT_RATIO_30DAY_WINDOW"] == 1.0
     assert got.loc["8", ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]].tolist() == [1, 1]
@@ -142,7 +181,13 @@ def test_window_edges_ties_and_label_delay() -> None:
 
 
 def test_other_windows_and_delay() -> None:
-    spec = FeatureSpec(customer_windows_days=(2, 3), terminal_windows_days=(5,), label_delay_days=2)
+    spec = FeatureSpec(
+        customer_windows_days=(2, 3),
+        terminal_windows_days=(5,),
+        label_delay_days=2,
+        recent_days=2,
+        baseline_days=(9, 4),
+    )
     sim = simulate(
         SimulationConfig(
             n_customers=20,
