@@ -126,8 +126,8 @@ def build(data_dir: str = "data") -> Definitions:
     customer_history = FeatureView(
         name="customer_history",
         entities=[customer],
-        # Older than the longest window, a history holds nothing any window can see.
-        ttl=timedelta(days=max(_spec.customer_windows_days)),
+        # Older than the horizon, a history holds nothing any window can see.
+        ttl=timedelta(microseconds=_spec.customer_horizon_us),
         schema=[
             Field(name="TX_TIMESTAMPS_US", dtype=Array(Int64)),
             Field(name="TX_AMOUNTS", dtype=Array(Float64)),
@@ -135,7 +135,7 @@ def build(data_dir: str = "data") -> Definitions:
         ],
         source=customer_transactions_push,
         online=True,
-        description="The customer's transactions of the last 30 days, epoch microseconds UTC.",
+        description="The customer's transactions of the last 60 days, epoch microseconds UTC.",
         tags={"contract": "fraud_v1_online"},
     )
     terminal_history = FeatureView(
