@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -380,40 +381,45 @@ class RedisHistories:
         return out
 
     # batch materialization ------------------------------------------------------------------
-    def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 5_000) -> int:
+    def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 1_000) -> int:
         """Load a batch snapshot, keeping events appended online after its cutoff.
 
-        Values are encoded for all rows at once (:mod:`feature_store.wire`) and written by a
-        script, atomically, hundreds of keys per call. A customer whose stored history is newer
-        than the cutoff (the server appended since) is left to :meth:`_merge_snapshot_row`.
+        Values are encoded a chunk of rows at a time (:mod:`feature_store.wire`) and written by
+        a script, atomically, hundreds of keys per call, while the next chunk is encoded. A
+        customer whose stored history is newer than the cutoff (the server appended since) is
+        left to :meth:`_merge_snapshot_row`.
         """
         table = _as_table(snapshot)
         ids = table.column(d.CUSTOMER_ID).to_pylist()
         cutoffs = _column_us(table.column(d.EVENT_TIMESTAMP))
-        for start in range(0, len(ids), chunk):
-            part = table.slice(start, chunk)
-            times = wire.encode_int64_lists(part.column("TX_TIMESTAMPS_US"))
-            amounts = wire.encode_double_lists(part.column("TX_AMOUNTS"))
-            tids = wire.encode_string_lists(part.column("TX_IDS"))
-            keys = [self.customer_key(str(i)) for i in ids[start : start + chunk]]
-            part_cutoffs = cutoffs[start : start + chunk].tolist()
-            pipe = self.client.pipeline(transaction=False)
-            batches = range(0, len(keys), _SNAPSHOT_KEYS_PER_CALL)
-            for lo in batches:
-                hi = min(lo + _SNAPSHOT_KEYS_PER_CALL, len(keys))
-                args: list[bytes | int] = [*self._c_fields, self._c_ts]
-                for i in range(lo, hi):
-                    cutoff_us = part_cutoffs[i]
-                    args += [
-                        times[i],
-                        amounts[i],
-                        tids[i],
-                        _timestamp_bytes(cutoff_us),
-                        cutoff_us // 1_000_000,
-                        (cutoff_us % 1_000_000) * 1000,
-                    ]
-                self._snapshot(keys=keys[lo:hi], args=args, client=pipe)
-            for lo, skipped in zip(batches, pipe.execute(), strict=True):
+        sent: list[tuple[Future[list[Any]], range, pa.Table, list[bytes], list[int]]] = []
+        with ThreadPoolExecutor(max_workers=1) as sender:
+            for start in range(0, len(ids), chunk):
+                part = table.slice(start, chunk)
+                times = wire.encode_int64_lists(part.column("TX_TIMESTAMPS_US"))
+                amounts = wire.encode_double_lists(part.column("TX_AMOUNTS"))
+                tids = wire.encode_string_lists(part.column("TX_IDS"))
+                keys = [self.customer_key(str(i)) for i in ids[start : start + chunk]]
+                part_cutoffs = cutoffs[start : start + chunk].tolist()
+                pipe = self.client.pipeline(transaction=False)
+                batches = range(0, len(keys), _SNAPSHOT_KEYS_PER_CALL)
+                for lo in batches:
+                    hi = min(lo + _SNAPSHOT_KEYS_PER_CALL, len(keys))
+                    args: list[bytes | int] = [*self._c_fields, self._c_ts]
+                    for i in range(lo, hi):
+                        cutoff_us = part_cutoffs[i]
+                        args += [
+                            times[i],
+                            amounts[i],
+                            tids[i],
+                            _timestamp_bytes(cutoff_us),
+                            cutoff_us // 1_000_000,
+                            (cutoff_us % 1_000_000) * 1000,
+                        ]
+                    self._snapshot(keys=keys[lo:hi], args=args, client=pipe)
+                sent.append((sender.submit(pipe.execute), batches, part, keys, part_cutoffs))
+        for future, batches, part, keys, part_cutoffs in sent:
+            for lo, skipped in zip(batches, future.result(), strict=True):
                 for k in skipped:
                     row = lo + int(k) - 1
                     self._merge_snapshot_row(keys[row], part, row, part_cutoffs[row])
@@ -447,24 +453,32 @@ class RedisHistories:
                 return
         raise redis.WatchError(f"could not merge the snapshot of {key!r}")
 
-    def write_terminal_snapshot(
-        self, snapshot: pa.Table | pd.DataFrame, chunk: int = 10_000
-    ) -> int:
-        """Load a batch snapshot of terminal labels (replaces the previous one)."""
+    def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 2_500) -> int:
+        """Load a batch snapshot of terminal labels (replaces the previous one); each chunk is
+        sent while the next one is encoded."""
         table = _as_table(snapshot)
         ids = table.column(d.TERMINAL_ID).to_pylist()
-        available = wire.encode_int64_lists(table.column("LABEL_AVAILABLE_US"))
-        fraud = wire.encode_int64_lists(table.column("LABEL_FRAUD"))
-        stamps = [_timestamp_bytes(t) for t in _column_us(table.column(d.EVENT_TIMESTAMP)).tolist()]
+        cutoffs = _column_us(table.column(d.EVENT_TIMESTAMP)).tolist()
         a_field, f_field = self._t_fields
-        for start in range(0, len(ids), chunk):
-            pipe = self.client.pipeline(transaction=False)
-            for i in range(start, min(start + chunk, len(ids))):
-                pipe.hset(
-                    self.terminal_key(str(ids[i])),
-                    mapping={a_field: available[i], f_field: fraud[i], self._t_ts: stamps[i]},
-                )
-            pipe.execute()
+        with ThreadPoolExecutor(max_workers=1) as sender:
+            sent = []
+            for start in range(0, len(ids), chunk):
+                part = table.slice(start, chunk)
+                available = wire.encode_int64_lists(part.column("LABEL_AVAILABLE_US"))
+                fraud = wire.encode_int64_lists(part.column("LABEL_FRAUD"))
+                pipe = self.client.pipeline(transaction=False)
+                for i, tid in enumerate(ids[start : start + chunk]):
+                    pipe.hset(
+                        self.terminal_key(str(tid)),
+                        mapping={
+                            a_field: available[i],
+                            f_field: fraud[i],
+                            self._t_ts: _timestamp_bytes(cutoffs[start + i]),
+                        },
+                    )
+                sent.append(sender.submit(pipe.execute))
+            for future in sent:
+                future.result()
         return len(ids)
 
 

@@ -8,7 +8,8 @@ keep using protobuf.
 
 Wire format (proto3): ``Value{<list field>: XList{val: [...]}}`` is
 ``tag(field, LEN) varint(len(inner)) inner`` with ``inner = 0x0A varint(len(packed)) packed``
-for numeric lists (omitted when empty) and ``inner = (0x0A varint(len(s)) s)*`` for strings.
+for numeric lists (empty when the list is) and ``inner = (0x0A varint(len(s)) s)*`` for strings.
+Every row is assembled into one buffer by scattering contiguous runs, then sliced.
 """
 
 from __future__ import annotations
@@ -48,58 +49,72 @@ def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, sizes
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+_LONG_RUN = 64
 
 
-def _frame(tag: int, payload: memoryview | bytes, packed: bool) -> bytes:
+def _scatter(out: np.ndarray, dest: np.ndarray, src: np.ndarray, lengths: np.ndarray) -> None:
+    """Copy ``src`` (runs of ``lengths`` bytes, back to back) to runs starting at ``dest``."""
+    src_starts = np.cumsum(lengths) - lengths
+    if len(lengths) and len(src) > _LONG_RUN * len(lengths):
+        # few long runs (one per row): slice copies beat an index array per byte
+        for d, s, n in zip(dest.tolist(), src_starts.tolist(), lengths.tolist(), strict=True):
+            out[d : d + n] = src[s : s + n]
+        return
+    out[np.repeat(dest - src_starts, lengths) + np.arange(len(src))] = src
+
+
+def _messages(
+    tag: int, payload: np.ndarray, payload_lengths: np.ndarray, packed: bool
+) -> list[bytes]:
+    """One ``Value`` per row from each row's payload (back to back in ``payload``)."""
+    inner = payload_lengths.copy()
+    has = payload_lengths > 0
     if packed:
-        inner = b"".join((bytes((_VAL,)), _varint(len(payload)), payload)) if len(payload) else b""
-    else:
-        inner = bytes(payload)
-    return b"".join((bytes((tag,)), _varint(len(inner)), inner))
-
-
-def _row_bounds(offsets: np.ndarray, element_bytes: np.ndarray) -> np.ndarray:
-    """Byte offsets of each row's run in the concatenated element encodings."""
-    cumulative = np.concatenate(([0], np.cumsum(element_bytes)))
-    return cumulative[offsets]
+        plen_bytes, plen_sizes = varints(payload_lengths[has])
+        inner[has] = 1 + plen_sizes + payload_lengths[has]
+    head_bytes, head_sizes = varints(inner)
+    total = 1 + head_sizes + inner
+    ends = np.cumsum(total)
+    starts = ends - total
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    out[starts] = tag
+    _scatter(out, starts + 1, head_bytes, head_sizes)
+    body = starts + 1 + head_sizes
+    if packed:
+        out[body[has]] = _VAL
+        _scatter(out, body[has] + 1, plen_bytes, plen_sizes)
+        body = body.copy()
+        body[has] += 1 + plen_sizes
+    _scatter(out, body, payload, payload_lengths)
+    buffer = out.tobytes()
+    return [buffer[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def _list_parts(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.offsets.to_numpy().astype(np.int64), array.values
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    return offsets, array.values.slice(offsets[0], offsets[-1] - offsets[0])
+
+
+def _per_row(offsets: np.ndarray, element_bytes: np.ndarray) -> np.ndarray:
+    """Total bytes of each row's elements."""
+    cumulative = np.concatenate(([0], np.cumsum(element_bytes)))
+    bounds = cumulative[offsets - offsets[0]]
+    return np.diff(bounds)
 
 
 def encode_int64_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
     """``Value(int64_list_val=Int64List(val=row))`` bytes for every row of a list<int64>."""
     offsets, values = _list_parts(column)
     encoded, sizes = varints(values.to_numpy(zero_copy_only=False))
-    bounds = _row_bounds(offsets, sizes)
-    buffer = memoryview(encoded.tobytes())
-    return [
-        _frame(INT64_LIST, buffer[bounds[i] : bounds[i + 1]], packed=True)
-        for i in range(len(offsets) - 1)
-    ]
+    return _messages(INT64_LIST, encoded, _per_row(offsets, sizes), packed=True)
 
 
 def encode_double_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
     """``Value(double_list_val=DoubleList(val=row))`` bytes for every row of a list<double>."""
     offsets, values = _list_parts(column)
-    raw = values.to_numpy(zero_copy_only=False).astype("<f8", copy=False)
-    buffer = memoryview(raw.tobytes())
-    return [
-        _frame(DOUBLE_LIST, buffer[offsets[i] * 8 : offsets[i + 1] * 8], packed=True)
-        for i in range(len(offsets) - 1)
-    ]
+    raw = values.to_numpy(zero_copy_only=False).astype("<f8", copy=False).view(np.uint8)
+    return _messages(DOUBLE_LIST, raw, np.diff(offsets) * 8, packed=True)
 
 
 def encode_string_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
@@ -108,29 +123,16 @@ def encode_string_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
     strings = values.cast(pa.string())
     if strings.null_count:
         raise ValueError("string lists must not hold nulls")
-    string_offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+    bounds = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
         strings.offset : strings.offset + len(strings) + 1
     ].astype(np.int64)
-    data = np.frombuffer(strings.buffers()[2] or b"", dtype=np.uint8)
-    lengths = np.diff(string_offsets)
+    data = np.frombuffer(strings.buffers()[2] or b"", dtype=np.uint8)[bounds[0] : bounds[-1]]
+    lengths = np.diff(bounds)
     length_bytes, length_sizes = varints(lengths)
     element_sizes = 1 + length_sizes + lengths
-    out = np.empty(int(element_sizes.sum()), dtype=np.uint8)
+    elements = np.empty(int(element_sizes.sum()), dtype=np.uint8)
     starts = np.cumsum(element_sizes) - element_sizes
-    out[starts] = _VAL
-    # varint of each length right after its tag
-    length_starts = np.cumsum(length_sizes) - length_sizes
-    owner = np.repeat(np.arange(len(lengths)), length_sizes)
-    out[starts[owner] + 1 + (np.arange(len(length_bytes)) - length_starts[owner])] = length_bytes
-    # then the string's bytes
-    body_owner = np.repeat(np.arange(len(lengths)), lengths)
-    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out[starts[body_owner] + 1 + length_sizes[body_owner] + within] = data[
-        np.repeat(string_offsets[:-1], lengths) + within
-    ]
-    bounds = _row_bounds(offsets, element_sizes)
-    buffer = memoryview(out.tobytes())
-    return [
-        _frame(STRING_LIST, buffer[bounds[i] : bounds[i + 1]], packed=False)
-        for i in range(len(offsets) - 1)
-    ]
+    elements[starts] = _VAL
+    _scatter(elements, starts + 1, length_bytes, length_sizes)
+    _scatter(elements, starts + 1 + length_sizes, data, lengths)
+    return _messages(STRING_LIST, elements, _per_row(offsets, element_sizes), packed=False)
