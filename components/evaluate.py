@@ -18,7 +18,6 @@ from pathlib import Path
 import lightgbm
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from components.gate import check_metric, decide
 from components.results import COMPARABLE_METRICS, ChampionScores, DataSummary, Evaluation
@@ -38,17 +37,8 @@ _RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 
 def current_champion(registry: Registry, name: str) -> LoadedModel | None:
     """The champion of ``name`` (sha256 checked at load), or None when there is none yet."""
-    try:
-        cards = registry.list_models(name)
-    except RegistryError as e:
-        cause = e.__cause__
-        if isinstance(cause, MlflowException) and cause.error_code == _RESOURCE_DOES_NOT_EXIST:
-            return None  # no model of that name was ever registered
-        raise
-    champions = [card for card in cards if CHAMPION in card.aliases]
-    if not champions:
-        return None
-    return registry.load_model(name, version=champions[0].version)
+    card = registry.find(name, CHAMPION)
+    return None if card is None else registry.load_model(name, version=card.version)
 
 
 def evaluate_model(

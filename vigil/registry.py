@@ -322,6 +322,20 @@ class Registry:
     def get_alias(self, name: str, alias: str) -> ModelCard:
         return self.get_card(name, alias=alias)
 
+    def find(self, name: str, alias: str) -> ModelCard | None:
+        """The card an alias points to, or None when the model or the alias does not exist
+        (yet): "no champion" is a normal state, not an error."""
+        _check_name(name)
+        try:
+            registered = self._client.get_registered_model(name)
+        except MlflowException as e:
+            if _error_code(e) != _RESOURCE_DOES_NOT_EXIST:
+                raise
+            return None
+        if alias not in registered.aliases:
+            return None
+        return self.get_card(name, alias=alias)
+
     def list_models(self, name: str) -> list[ModelCard]:
         """All versions of ``name``, newest first."""
         aliases = self._registered(name).aliases

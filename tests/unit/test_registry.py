@@ -393,3 +393,14 @@ def test_cli_errors_are_printed_without_traceback(cli_env, boosters, monkeypatch
     with pytest.raises(SystemExit):
         main()
     assert "error: no registered model named 'nope'" in capsys.readouterr().err
+
+
+def test_find_returns_none_until_the_alias_exists(registry, boosters):
+    assert registry.find("fraud", CHAMPION) is None  # no model of that name yet
+    first = register(registry, boosters[0][0])
+    assert registry.find("fraud", CHAMPION) is None  # a model, but no champion
+    registry.promote("fraud", first.version)
+    found = registry.find("fraud", CHAMPION)
+    assert found is not None and found.version == first.version
+    with pytest.raises(RegistryError, match="name"):
+        registry.find("", CHAMPION)
