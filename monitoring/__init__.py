@@ -1,0 +1,1 @@
+"""Monitoring: metric declarations (:mod:`monitoring.metrics`), alert rules, dashboards, drift."""

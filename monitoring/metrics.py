@@ -1,0 +1,168 @@
+"""Every Prometheus metric Vigil's model server exports, declared once.
+
+Conventions (DESIGN.md principle 5): names start with ``vigil_serving_``, carry a unit suffix
+(``_seconds``, ``_total``), and only low-cardinality labels: ``model_name`` (a served model or
+``unknown``), ``model_version``, ``outcome`` (:data:`OUTCOMES`), ``status_code``, ``protocol``
+(``v1``/``v2``), ``entity`` (``customer``/``terminal``), ``status`` (online-store status) and
+``reason`` (:data:`DEGRADED_REASONS`). Request ids, customer ids or raw paths never become labels.
+
+The server runs one worker process by default. With several (``vigil serve --workers N``) the
+launcher sets ``PROMETHEUS_MULTIPROC_DIR`` *before* prometheus_client is imported, so every value
+lives in a per-process file and :func:`exposition` aggregates all workers (prometheus_client's
+multiprocess mode); the one gauge declares how to aggregate (``max``).
+
+Which mode is in force is read from prometheus_client itself (:func:`multiprocess_mode`), not
+from the environment: Feast sets ``PROMETHEUS_MULTIPROC_DIR`` to a temporary folder when it is
+imported, which says nothing about how the values of this process are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
+
+#: What became of a scoring request.
+OUTCOMES: Final = (
+    "ok",  # scored with online features
+    "degraded",  # scored with default features (online store unreachable or slow)
+    "invalid",  # 4xx: the request broke the contract
+    "unauthorized",  # 401: missing or wrong bearer token
+    "not_found",  # 404: unknown model or version
+    "not_ready",  # 503: model or online store not reachable yet
+    "too_large",  # 413: body over the limit
+    "error",  # 5xx: a bug
+)
+#: Why a transaction was scored with default features.
+DEGRADED_REASONS: Final = ("timeout", "unreachable", "error", "backoff")
+UNKNOWN_MODEL: Final = "unknown"
+NO_VERSION: Final = "none"
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+)
+_FAST_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+)
+_SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter(
+    "vigil_serving_requests_total",
+    "Scoring requests (V1 predict, V2 infer) by model, version, outcome and HTTP status code.",
+    ["model_name", "model_version", "outcome", "status_code"],
+)
+REQUEST_SECONDS = Histogram(
+    "vigil_serving_request_duration_seconds",
+    "Server-side time of a scoring request, first byte in to response out.",
+    ["model_name", "protocol"],
+    buckets=_LATENCY_BUCKETS,
+)
+FEATURE_FETCH_SECONDS = Histogram(
+    "vigil_serving_feature_fetch_duration_seconds",
+    "Time of one online-store read (one pipelined round trip per model call).",
+    ["model_name"],
+    buckets=_FAST_BUCKETS,
+)
+PREDICT_SECONDS = Histogram(
+    "vigil_serving_predict_duration_seconds",
+    "Time of one model call: request-time features and the LightGBM prediction of a batch.",
+    ["model_name", "model_version"],
+    buckets=_FAST_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "vigil_serving_batch_size_transactions",
+    "Transactions scored per model call (concurrent requests are scored together).",
+    ["model_name"],
+    buckets=_BATCH_BUCKETS,
+)
+SCORE = Histogram(
+    "vigil_serving_score",
+    "Fraud scores (probability) of scored transactions.",
+    ["model_name", "model_version"],
+    buckets=_SCORE_BUCKETS,
+)
+TRANSACTIONS = Counter(
+    "vigil_serving_transactions_total",
+    "Scored transactions by decision (fraud or legit).",
+    ["model_name", "model_version", "decision"],
+)
+DEGRADED = Counter(
+    "vigil_serving_degraded_transactions_total",
+    "Transactions scored with the documented default features because the online store was "
+    "unreachable, slower than its timeout, failing, or in back-off after such a failure.",
+    ["model_name", "reason"],
+)
+MISSING_FEATURES = Counter(
+    "vigil_serving_missing_features_total",
+    "Transactions whose customer or terminal history was absent (NOT_FOUND) or too old "
+    "(OUTSIDE_MAX_AGE) in the online store; their features use the defaults.",
+    ["model_name", "entity", "status"],
+)
+FEATURE_UPDATE_FAILURES = Counter(
+    "vigil_serving_feature_update_failures_total",
+    "Failed attempts to append scored transactions to their customer histories (each attempt "
+    "counts its transactions; they stay queued and are retried).",
+    ["model_name"],
+)
+FEATURE_UPDATES_DROPPED = Counter(
+    "vigil_serving_feature_updates_dropped_total",
+    "Scored transactions never appended to their customer histories: the queue of unconfirmed "
+    "appends hit its bound while the online store kept failing.",
+    ["model_name"],
+)
+INFERENCE_LOG_ROWS = Counter(
+    "vigil_serving_inference_log_rows_total",
+    "Scored transactions written to the parquet inference log.",
+    ["model_name"],
+)
+INFERENCE_LOG_WRITE_ERRORS = Counter(
+    "vigil_serving_inference_log_write_errors_total",
+    "Failed writes of an inference log file (the rows stay buffered and are retried).",
+    ["model_name"],
+)
+INFERENCE_LOG_DROPPED = Counter(
+    "vigil_serving_inference_log_dropped_rows_total",
+    "Inference log rows dropped because the buffer hit its bound while writes kept failing.",
+    ["model_name"],
+)
+MODEL_INFO = Gauge(
+    "vigil_serving_model_info",
+    "The served model version and feature service (value 1).",
+    ["model_name", "model_version", "feature_service"],
+    multiprocess_mode="max",
+)
+
+
+def multiprocess_mode() -> bool:
+    """Whether this process stores metric values in files (prometheus_client decided it when
+    it was imported, from ``PROMETHEUS_MULTIPROC_DIR``)."""
+    return _values.ValueClass is not _values.MutexValue
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every metric of this process, or of all worker processes in
+    multiprocess mode, and its content type."""
+    if multiprocess_mode():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Multiprocess mode: drop the live gauges of a worker that exited."""
+    if multiprocess_mode():
+        _multiprocess.mark_process_dead(pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])

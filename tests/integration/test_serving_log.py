@@ -1,0 +1,103 @@
+"""The inference log: rotated parquet files, flushed on graceful shutdown, failed writes kept."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from feature_store.transforms import DEFAULT_SPEC
+from inference.log import InferenceLog
+from inference.schema import Transaction
+from inference.scoring import ScoredBatch
+from vigil import contract as c
+
+pytestmark = pytest.mark.integration
+
+
+def until(predicate, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"gave up waiting for: {what}"
+        time.sleep(0.1)
+
+
+def test_rotation_and_flush_on_sigterm(serving_model, online_store, server_factory, tmp_path,
+                                       tx_instance, read_log):
+    store = online_store(serving={"log_rotate_rows": 10, "log_rotate_seconds": 3600})
+    log_root = tmp_path / "log"
+    server = server_factory(config=store.config, extra_args=["--log-root", str(log_root)])
+    rows = serving_model.live.iloc[:35]
+    instances = [tx_instance(row) for _, row in rows.iterrows()]
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for start in (0, 10, 20):  # three batches of 10: each fills the buffer up to the limit
+            response = http.post("/v1/models/fraud:predict",
+                                 json={"instances": instances[start : start + 10]})
+            assert response.status_code == 200
+        # Rotation by rows happens while serving.
+        until(lambda: len(read_log(log_root)) == 30, "30 rows written while serving")
+        response = http.post("/v1/models/fraud:predict", json={"instances": instances[30:]})
+        assert response.status_code == 200
+    assert server.stop() == 0
+    files = sorted(log_root.rglob("*.parquet"), key=lambda f: f.stem.rsplit("-", 1)[1])
+    assert all(f.parent.name.startswith("date=2") for f in files)
+    # The 5 rows below the rotation limit were written by the graceful shutdown, alone.
+    assert len(pd.read_parquet(files[-1])) == 5
+    log = read_log(log_root)
+    assert sorted(log[c.TRANSACTION_ID]) == sorted(rows[c.TRANSACTION_ID].astype(str))
+    assert not list(log_root.rglob("*.tmp"))
+
+
+def test_rotation_by_time(serving_model, online_store, server_factory, tmp_path, tx_instance,
+                          read_log):
+    store = online_store(serving={"log_rotate_rows": 100_000, "log_rotate_seconds": 1})
+    log_root = tmp_path / "log"
+    server = server_factory(config=store.config, extra_args=["--log-root", str(log_root)])
+    row = serving_model.live.iloc[40]
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.post("/v1/models/fraud:predict",
+                         json={"instances": [tx_instance(row)]}).status_code == 200
+    until(lambda: len(read_log(log_root)) == 1, "a file written by age while serving")
+    assert server.process.poll() is None
+
+
+def batch(n: int, logged_at_us: int) -> ScoredBatch:
+    features = {name: np.arange(n, dtype=np.float64) for name in DEFAULT_SPEC.features}
+    return ScoredBatch(
+        transactions=[Transaction(f"t{i}", 1_527_000_000_000_000 + i, "c", "t", 1.0)
+                      for i in range(n)],
+        request_ids=["r"] * n,
+        features=features,
+        scores=np.full(n, 0.5),
+        decisions=["fraud"] * n,
+        degraded_reason=None,
+        customer_freshness=["PRESENT"] * n,
+        terminal_freshness=["PRESENT"] * n,
+        model_name="fraud",
+        model_version=3,
+        feature_service="fraud_v1",
+        threshold=0.4,
+        logged_at_us=logged_at_us,
+    )
+
+
+def test_failed_writes_keep_the_rows_until_a_write_succeeds(tmp_path, read_log):
+    log = InferenceLog(tmp_path, feature_names=DEFAULT_SPEC.features, model_name="fraud",
+                       rotate_rows=10_000, rotate_seconds=3600)
+    logged_at = 1_700_000_000_000_000
+    blocker = tmp_path / "date=2023-11-14"
+    blocker.write_text("a file where the day's folder should be")
+    log.append(batch(5, logged_at))
+    assert log.flush() == 0  # cannot create the folder: kept
+    assert log.buffered_rows == 5
+    log.append(batch(2, logged_at))
+    blocker.unlink()
+    assert log.close() == 7
+    table = read_log(tmp_path)
+    assert len(table) == 7
+    assert (table["model_version"] == 3).all() and (table["decision"] == "fraud").all()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.append(batch(1, logged_at))
