@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -73,10 +74,17 @@ def settings_from(ctx: click.Context) -> Any:
     return root.obj["settings"]
 
 
+def quiet_library_warnings() -> None:
+    """Hide deprecation noise that libraries raise about their own internals (nothing a Vigil
+    user can act on)."""
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated")
+
+
 def main() -> None:
     # Idle OpenMP threads (LightGBM) yield instead of spinning: on a few shared cores spinning
     # workers slow everything else down (training measured 8x slower without this).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_library_warnings()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
