@@ -58,14 +58,38 @@ def render() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def render_handbook() -> str | None:
+    """The handbook benchmark's full tables (ch3, ch5), when it has run."""
+    path = RESULTS / "handbook.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    tables = result.get("tables") or {}
+    machine = result.get("machine", {})
+    note = (
+        f"`make bench` ({result.get('when', '?')}, commit {result.get('commit', '?')}, load "
+        f"{machine.get('loadavg_1m_at_start', '?')}): data {result.get('source', '?')}"
+    )
+    blocks = [f"```\n{tables[p].rstrip()}\n```" for p in sorted(tables)]
+    return "\n\n".join([note, *blocks]) + "\n"
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
 def update_readme(readme: Path = README) -> bool:
     text = readme.read_text()
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{render()}{END}{tail}")
-    return True
+    updated = _replace(text, START, END, render())
+    handbook = render_handbook()
+    if handbook is not None:
+        updated = _replace(updated, "<!-- handbook:start -->", "<!-- handbook:end -->", handbook)
+    readme.write_text(updated)
+    return updated != text
 
 
 if __name__ == "__main__":
