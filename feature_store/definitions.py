@@ -115,7 +115,7 @@ def build(data_dir: str = "data") -> Definitions:
     terminal_risk = FeatureView(
         name="terminal_risk",
         entities=[terminal],
-        ttl=timedelta(days=max(_spec.customer_windows_days)),
+        ttl=timedelta(microseconds=_spec.label_delay_us + _spec.terminal_horizon_us),
         schema=[Field(name=n, dtype=_dtype(n)) for n in _terminal_features],
         source=transaction_features_source,
         online=False,
@@ -150,7 +150,7 @@ def build(data_dir: str = "data") -> Definitions:
         ],
         source=terminal_history_source,
         online=True,
-        description="The terminal's labels of the last 30+7 days and when each becomes known.",
+        description="The terminal's recent labels and when each becomes known (epoch µs UTC).",
         tags={"contract": "fraud_v1_online"},
     )
 

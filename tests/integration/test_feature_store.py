@@ -207,14 +207,7 @@ def test_training_set_equals_batch_features(settings: Settings) -> None:
     window = pd.concat([window, tx.iloc[[500, len(tx) - 1]]])
     got = offline.training_set(store, window)
     expected = features.loc[window.index].reset_index(drop=True)
-    for name in DEFAULT_SPEC.features:
-        np.testing.assert_allclose(
-            got[name].to_numpy(float),
-            expected[name].to_numpy(float),
-            rtol=1e-12,
-            atol=1e-12,
-            err_msg=name,
-        )
+    _assert_same_features(got, expected, tolerance=1e-12)
     assert got[c.TX_FRAUD].tolist() == expected[c.TX_FRAUD].tolist()
     tied = got[got[c.TRANSACTION_ID].isin([tx.at[500, c.TRANSACTION_ID], "999999"])]
     assert tied["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].nunique() == 2
@@ -273,16 +266,21 @@ def _load(store: HistoryStore, tx: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Dat
     return history
 
 
-def _assert_parity(online: pd.DataFrame, features: pd.DataFrame) -> None:
-    expected = features.set_index(c.TRANSACTION_ID).loc[online[c.TRANSACTION_ID]]
+def _assert_same_features(actual: pd.DataFrame, expected: pd.DataFrame, tolerance: float) -> None:
+    """Every model feature of row i equal in both frames (relative and absolute tolerance)."""
     for name in DEFAULT_SPEC.features:
         np.testing.assert_allclose(
-            online[name].to_numpy(float),
+            actual[name].to_numpy(float),
             expected[name].to_numpy(float),
-            rtol=1e-9,
-            atol=1e-9,
+            rtol=tolerance,
+            atol=tolerance,
             err_msg=name,
         )
+
+
+def _assert_parity(online: pd.DataFrame, features: pd.DataFrame) -> None:
+    expected = features.set_index(c.TRANSACTION_ID).loc[online[c.TRANSACTION_ID]]
+    _assert_same_features(online, expected, tolerance=1e-9)
 
 
 def test_online_replay_equals_batch_in_redis(
