@@ -224,84 +224,60 @@ def _interval(us: int) -> str:
 
 
 def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
-    """The window statistics of every transaction of ``table`` as one SQL query.
+    """The window statistics of every transaction of ``table``, as one SQL query.
 
-    ``table`` has columns ``row_idx, tid, cid, term, ts, amount, fraud``. The query is SQL with
-    RANGE frames (DuckDB; Spark SQL spells ``epoch_us`` as ``unix_micros``). Transactions of one
-    customer at the same instant are RANGE peers; those that come later in (ts, TRANSACTION_ID)
-    order are taken out again by ``p``, which only touches the rare rows that have peers.
+    ``table`` has columns ``row_idx, cid, term, ts, amount, fraud``. RANGE frames (DuckDB; Spark
+    SQL spells ``epoch_us`` as ``unix_micros``). Customer windows ending at the current row
+    include all of its RANGE peers, the customer's transactions at the same instant; those that
+    come later in arrival order are taken out again with :func:`ties_sql`.
     """
-    cust = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND CURRENT ROW"
+    cust = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi}"
     term = "PARTITION BY term ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi} PRECEDING"
     select = []
     for n in spec.customer_windows_days:
-        w = cust.format(lo=_interval(n * US_PER_DAY - 1))
+        w = cust.format(lo=_interval(n * US_PER_DAY - 1), hi="CURRENT ROW")
         select += [f"COUNT(*) OVER ({w}) AS c_cnt_{n}", f"SUM(amount) OVER ({w}) AS c_sum_{n}"]
         if n == spec.spread_window_days:
             select.append(f"SUM(amount * amount) OVER ({w}) AS c_sq_{n}")
-    select.append(
-        "COUNT(*) OVER (PARTITION BY cid ORDER BY ts RANGE BETWEEN CURRENT ROW AND CURRENT ROW)"
-        " AS peers"
-    )
-    recent = spec.recent_days * US_PER_DAY
-    before = "PARTITION BY cid ORDER BY ts RANGE BETWEEN {lo} PRECEDING AND {hi} PRECEDING"
-    select.append(
-        f"MAX(amount) OVER ({before.format(lo=_interval(recent - 1), hi=_interval(1))})"
-        " AS c_max_before"
-    )
+    # the largest amount before the current instant (its peers come from ties_sql)
+    w = cust.format(lo=_interval(spec.recent_days * US_PER_DAY - 1), hi=f"{_interval(1)} PRECEDING")
+    select.append(f"COALESCE(MAX(amount) OVER ({w}), CAST('-inf' AS DOUBLE)) AS c_max_before")
     start, end = (d * US_PER_DAY for d in spec.baseline_days)
-    w = before.format(lo=_interval(start - 1), hi=_interval(end))
+    w = cust.format(lo=_interval(start - 1), hi=f"{_interval(end)} PRECEDING")
     select += [
         f"COUNT(*) OVER ({w}) AS c_base_cnt",
         f"COALESCE(SUM(amount) OVER ({w}), 0) AS c_base_sum",
     ]
     delay = spec.label_delay_us
     for n in spec.terminal_windows_days:
+        # labels and frauds in one exact integer sum: labels in the low 32 bits
         w = term.format(lo=_interval(delay + n * US_PER_DAY - 1), hi=_interval(delay))
-        select += [
-            f"COUNT(*) OVER ({w}) AS t_cnt_{n}",
-            f"COALESCE(SUM(fraud) OVER ({w}), 0) AS t_fraud_{n}",
-        ]
+        select.append(f"COALESCE(SUM(1 + fraud * {_PACK}) OVER ({w}), 0) AS t_packed_{n}")
     # Latest known label: the largest (time, label) pair, packed into one number so that
     # among labels of one instant a fraud wins, whatever the row order.
     w = term.format(lo=_interval(delay + spec.terminal_horizon_us - 1), hi=_interval(delay))
-    select.append(f"MAX(epoch_us(ts) * 2 + fraud) OVER ({w}) AS t_last")
+    select.append(f"COALESCE(MAX(epoch_us(ts) * 2 + fraud) OVER ({w}), -1) AS t_last")
+    return f"SELECT row_idx, {', '.join(select)} FROM {table} ORDER BY row_idx"
+
+
+_PACK: Final = 1 << 32
+
+
+def ties_sql(table: str = "ties") -> str:
+    """Per transaction of ``table`` (one customer's transactions sharing an instant, ``row_idx,
+    tid, cid, ts, amount``): what its later peers in arrival order — (ts, TRANSACTION_ID), ids
+    compared as numbers when they are numbers — add to the peer-inclusive windows of
+    :func:`batch_sql`, and the largest amount among itself and its earlier peers."""
     peers = "PARTITION BY cid, ts ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid"
     later = f"{peers} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
     earlier = f"{peers} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
-    corrected = []
-    for n in spec.customer_windows_days:
-        corrected += [
-            f"s.c_cnt_{n} - COALESCE(p.l_cnt, 0) AS c_cnt_{n}",
-            f"s.c_sum_{n} - COALESCE(p.l_sum, 0) AS c_sum_{n}",
-        ]
-    n = spec.spread_window_days
-    corrected.append(f"s.c_sq_{n} - COALESCE(p.l_sq, 0) AS c_sq_{n}")
-    corrected += [
-        f"s.t_{kind}_{n}" for n in spec.terminal_windows_days for kind in ("cnt", "fraud")
-    ]
-    corrected += [
-        "GREATEST(COALESCE(s.c_max_before, s.amount), COALESCE(p.e_max, s.amount)) AS c_max_recent",
-        "s.c_base_cnt",
-        "s.c_base_sum",
-        "COALESCE(s.t_last, -1) AS t_last",
-    ]
     return f"""
-WITH s AS MATERIALIZED (
-  SELECT row_idx, tid, cid, ts, amount, {", ".join(select)}
-  FROM {table}
-),
-p AS (
-  SELECT row_idx,
-         COUNT(*) OVER ({later}) AS l_cnt,
-         SUM(amount) OVER ({later}) AS l_sum,
-         SUM(amount * amount) OVER ({later}) AS l_sq,
-         MAX(amount) OVER ({earlier}) AS e_max
-  FROM s WHERE peers > 1
-)
-SELECT s.row_idx, {", ".join(corrected)}
-FROM s LEFT JOIN p USING (row_idx)
-ORDER BY s.row_idx
+SELECT row_idx,
+       COUNT(*) OVER ({later}) AS l_cnt,
+       COALESCE(SUM(amount) OVER ({later}), 0) AS l_sum,
+       COALESCE(SUM(amount * amount) OVER ({later}), 0) AS l_sq,
+       MAX(amount) OVER ({earlier}) AS e_max
+FROM {table}
 """
 
 
@@ -323,18 +299,21 @@ def batch_stats(
     if c.TX_FRAUD not in transactions.columns:
         raise ValueError(f"batch features need labels ({c.TX_FRAUD}) for the terminal windows")
     n_rows = len(transactions)
+    time_us = to_epoch_us(transactions[c.TX_DATETIME])
+    amount = transactions[c.TX_AMOUNT].to_numpy(np.float64)
     # Entity ids only partition the windows: integer codes sort faster than strings.
+    cid = pd.factorize(transactions[c.CUSTOMER_ID])[0].astype(np.int64)
     table = pa.table(
         {
             "row_idx": pa.array(np.arange(n_rows, dtype=np.int64)),
-            "tid": _arrow_strings(transactions[c.TRANSACTION_ID]),
-            "cid": pa.array(pd.factorize(transactions[c.CUSTOMER_ID])[0].astype(np.int64)),
+            "cid": pa.array(cid),
             "term": pa.array(pd.factorize(transactions[c.TERMINAL_ID])[0].astype(np.int64)),
             "ts": pa.array(transactions[c.TX_DATETIME].astype("datetime64[us]")),
-            "amount": pa.array(transactions[c.TX_AMOUNT].to_numpy(np.float64)),
+            "amount": pa.array(amount),
             "fraud": pa.array(transactions[c.TX_FRAUD].to_numpy(np.int64)),
         }
     )
+    tied = np.flatnonzero(pd.DataFrame({"c": cid, "t": time_us}).duplicated(keep=False))
     own = con is None
     con = con or duckdb.connect()
     try:
@@ -342,6 +321,15 @@ def batch_stats(
         con.register("tx", table)
         result = con.sql(batch_sql(spec)).fetchnumpy()
         con.unregister("tx")
+        if len(tied):
+            con.register(
+                "ties",
+                table.take(tied).append_column(
+                    "tid", _arrow_strings(transactions[c.TRANSACTION_ID]).take(tied)
+                ),
+            )
+            peers = con.sql(ties_sql()).fetchnumpy()
+            con.unregister("ties")
     finally:
         if own:
             con.close()
@@ -349,20 +337,33 @@ def batch_stats(
         raise RuntimeError(f"window query returned {len(result['row_idx'])} rows for {n_rows}")
 
     def col(name: str, dtype: type) -> np.ndarray:
-        return np.asarray(result[name], dtype=dtype)
+        return np.array(result[name], dtype=dtype)
 
+    recent_max = np.maximum(col("c_max_before", np.float64), amount)
+    count = {n: col(f"c_cnt_{n}", np.int64) for n in spec.customer_windows_days}
+    total = {n: col(f"c_sum_{n}", np.float64) for n in spec.customer_windows_days}
+    spread = spec.spread_window_days
+    squares = {spread: col(f"c_sq_{spread}", np.float64)}
+    if len(tied):  # take the later same-instant peers out again
+        rows = np.asarray(peers["row_idx"])
+        for n in spec.customer_windows_days:
+            count[n][rows] -= np.asarray(peers["l_cnt"], np.int64)
+            total[n][rows] -= np.asarray(peers["l_sum"], np.float64)
+        squares[spread][rows] -= np.asarray(peers["l_sq"], np.float64)
+        recent_max[rows] = np.maximum(
+            col("c_max_before", np.float64)[rows], np.asarray(peers["e_max"], np.float64)
+        )
     last = col("t_last", np.int64)  # (time of the latest known label) * 2 + label, -1: none
+    packed = {n: col(f"t_packed_{n}", np.int64) for n in spec.terminal_windows_days}
     return WindowStats(
-        time_us=to_epoch_us(transactions[c.TX_DATETIME]),
-        amount=transactions[c.TX_AMOUNT].to_numpy(np.float64),
-        customer_count={n: col(f"c_cnt_{n}", np.int64) for n in spec.customer_windows_days},
-        customer_sum={n: col(f"c_sum_{n}", np.float64) for n in spec.customer_windows_days},
-        customer_sumsq={
-            spec.spread_window_days: col(f"c_sq_{spec.spread_window_days}", np.float64)
-        },
-        terminal_count={n: col(f"t_cnt_{n}", np.int64) for n in spec.terminal_windows_days},
-        terminal_frauds={n: col(f"t_fraud_{n}", np.int64) for n in spec.terminal_windows_days},
-        customer_recent_max=col("c_max_recent", np.float64),
+        time_us=time_us,
+        amount=amount,
+        customer_count=count,
+        customer_sum=total,
+        customer_sumsq=squares,
+        terminal_count={n: packed[n] % _PACK for n in spec.terminal_windows_days},
+        terminal_frauds={n: packed[n] // _PACK for n in spec.terminal_windows_days},
+        customer_recent_max=recent_max,
         customer_baseline_count=col("c_base_cnt", np.int64),
         customer_baseline_sum=col("c_base_sum", np.float64),
         terminal_last_known_us=np.where(last >= 0, last // 2 + spec.label_delay_us, -1),
