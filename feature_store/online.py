@@ -275,19 +275,23 @@ class RedisHistories:
     # reads ----------------------------------------------------------------------------------
     def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
         """Histories of every request's customer and terminal, in one round trip."""
-        c_keys = list(dict.fromkeys(self.customer_key(r.customer_id) for r in requests))
-        t_keys = list(dict.fromkeys(self.terminal_key(r.terminal_id) for r in requests))
+        pairs = [
+            (self.customer_key(r.customer_id), self.terminal_key(r.terminal_id)) for r in requests
+        ]
+        c_keys = list(dict.fromkeys(ck for ck, _ in pairs))
+        t_keys = list(dict.fromkeys(tk for _, tk in pairs))
         pipe = self.client.pipeline(transaction=False)
         for key in c_keys:
             pipe.hmget(key, [*self._c_fields, self._c_ts])
         for key in t_keys:
             pipe.hmget(key, [*self._t_fields, self._t_ts])
         replies = pipe.execute()
-        return self._assemble(requests, c_keys, t_keys, replies)
+        return self._assemble(requests, pairs, c_keys, t_keys, replies)
 
     def _assemble(
         self,
         requests: Sequence[OnlineRequest],
+        pairs: list[tuple[bytes, bytes]],
         c_keys: list[bytes],
         t_keys: list[bytes],
         replies: list[list[bytes | None]],
@@ -307,8 +311,7 @@ class RedisHistories:
             else:
                 terminals[key] = (decode_terminal(available, fraud), _timestamp_us(ts))
         read = OnlineRead([], [], [], [], tokens=tokens)
-        for req in requests:
-            ck, tk = self.customer_key(req.customer_id), self.terminal_key(req.terminal_id)
+        for req, (ck, tk) in zip(requests, pairs, strict=True):
             c_entry, t_entry = customers[ck], terminals[tk]
             if c_entry is not None:
                 read.stored[ck] = c_entry

@@ -462,6 +462,14 @@ def online_requests(transactions: pd.DataFrame) -> list[OnlineRequest]:
     ]
 
 
+def _time_sorted(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays ordered by time (stable: same-instant events keep their order)."""
+    if len(times) < 2 or bool(np.all(times[1:] >= times[:-1])):
+        return times, values
+    order = np.argsort(times, kind="stable")
+    return times[order], values[order]
+
+
 def online_stats(
     requests: Sequence[OnlineRequest],
     customers: Sequence[CustomerHistory],
@@ -489,33 +497,48 @@ def online_stats(
         terminal_last_known_us=np.empty(k, np.int64),
         terminal_last_label=np.empty(k, np.int64),
     )
-    recent = spec.recent_days * US_PER_DAY
+    # Window edges as offsets back from t; each window is (t - offset, t] (or (t - a, t - b]).
+    c_windows = np.array([n * US_PER_DAY for n in spec.customer_windows_days], np.int64)
     start, end = (d * US_PER_DAY for d in spec.baseline_days)
+    c_offsets = np.concatenate((c_windows, [spec.recent_days * US_PER_DAY, start, end, 0]))
+    t_offsets = np.array(
+        [*(n * US_PER_DAY for n in spec.terminal_windows_days), spec.terminal_horizon_us, 0],
+        np.int64,
+    )
+    n_c = len(c_windows)
     for i, (req, ch, th) in enumerate(zip(requests, customers, terminals, strict=True)):
         t = req.time_us
-        seen = ch.time_us <= t
-        for n in spec.customer_windows_days:
-            mask = seen & (ch.time_us > t - n * US_PER_DAY)
-            amounts = ch.amount[mask]
-            stats.customer_count[n][i] = int(mask.sum()) + 1
-            stats.customer_sum[n][i] = float(amounts.sum()) + req.amount
+        # customer: one sorted pass; sums as differences of prefix sums
+        times, amounts = _time_sorted(ch.time_us, ch.amount)
+        edges = np.searchsorted(times, t - c_offsets, side="right")
+        seen = int(edges[-1])  # events at or before t
+        prefix = np.concatenate(([0.0], np.cumsum(amounts)))
+        for j, n in enumerate(spec.customer_windows_days):
+            lo = int(edges[j])
+            stats.customer_count[n][i] = seen - lo + 1
+            stats.customer_sum[n][i] = prefix[seen] - prefix[lo] + req.amount
             if n == spread:
-                stats.customer_sumsq[n][i] = float((amounts * amounts).sum()) + req.amount**2
-        mask = seen & (ch.time_us > t - recent)
-        stats.customer_recent_max[i] = max(req.amount, float(ch.amount[mask].max(initial=-np.inf)))
-        mask = (ch.time_us > t - start) & (ch.time_us <= t - end)
-        stats.customer_baseline_count[i] = int(mask.sum())
-        stats.customer_baseline_sum[i] = float(ch.amount[mask].sum())
-        known = th.available_us <= t
-        for n in spec.terminal_windows_days:
-            mask = known & (th.available_us > t - n * US_PER_DAY)
-            stats.terminal_count[n][i] = int(mask.sum())
-            stats.terminal_frauds[n][i] = int(th.fraud[mask].sum())
-        mask = known & (th.available_us > t - spec.terminal_horizon_us)
-        if mask.any():
-            latest = int(th.available_us[mask].max())
+                window = amounts[lo:seen]
+                stats.customer_sumsq[n][i] = float(window @ window) + req.amount**2
+        lo = int(edges[n_c])
+        stats.customer_recent_max[i] = max(req.amount, float(amounts[lo:seen].max(initial=-np.inf)))
+        lo, hi = int(edges[n_c + 1]), int(edges[n_c + 2])
+        stats.customer_baseline_count[i] = hi - lo
+        stats.customer_baseline_sum[i] = prefix[hi] - prefix[lo]
+        # terminal: labels sorted by the time they become known
+        available, fraud = _time_sorted(th.available_us, th.fraud)
+        edges = np.searchsorted(available, t - t_offsets, side="right")
+        known = int(edges[-1])
+        frauds = np.concatenate(([0], np.cumsum(fraud)))
+        for j, n in enumerate(spec.terminal_windows_days):
+            lo = int(edges[j])
+            stats.terminal_count[n][i] = known - lo
+            stats.terminal_frauds[n][i] = int(frauds[known] - frauds[lo])
+        if known > int(edges[-2]):  # a label known within the horizon: the latest instant's
+            latest = int(available[known - 1])
+            first = int(np.searchsorted(available, latest, side="left"))
             stats.terminal_last_known_us[i] = latest
-            stats.terminal_last_label[i] = int(th.fraud[mask & (th.available_us == latest)].max())
+            stats.terminal_last_label[i] = int(fraud[first:known].max())
         else:
             stats.terminal_last_known_us[i] = -1
             stats.terminal_last_label[i] = 0

@@ -26,7 +26,6 @@ map typed errors to 4xx with ``{"error": "..."}``: invalid input 400 (415 for th
 from __future__ import annotations
 
 import asyncio
-import gc
 import hmac
 import logging
 import re
@@ -51,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from inference.model import FraudModel
 from inference.schema import RequestError, decode_v2
 from monitoring import metrics as m
+from vigil.process import tune_garbage_collector
 
 log = logging.getLogger(__name__)
 
@@ -444,23 +444,6 @@ RestServerFactory = Callable[[DataPlane, ModelRepositoryExtension], RESTServer]
 
 #: Young collections every 5,000 net allocations (700 by default) and a full one every
 #: 50 x 100 of those (~12,000 requests at this service's allocation rate).
-GC_THRESHOLDS: Final = (5_000, 50, 100)
-
-
-def tune_garbage_collector() -> None:
-    """Keep full collections off the tail latency.
-
-    Imports and model loading leave millions of long-lived objects (KServe, MLflow, Feast):
-    frozen, a full collection no longer walks them. With few long-lived objects left,
-    CPython's default thresholds then run a full collection about every second under load
-    (10-40 ms pauses measured, p99 at 32 clients 35-60 ms instead of ~23 ms); these
-    thresholds make it rare while still reclaiming reference cycles regularly.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 class LocalModelServer(ModelServer):
     """``kserve.ModelServer`` for one host, without gRPC, on uvloop (see module docstring)."""
 
