@@ -39,6 +39,13 @@ def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated varint encodings of ``values`` (int64 as two's complement) and sizes."""
     v = values.astype(np.int64, copy=False).view(np.uint64)
     sizes = varint_sizes(v)
+    width = int(sizes.max(initial=0))
+    if len(v) and int(sizes.min()) == width:  # one size for all (timestamps): no masks
+        table = np.empty((len(v), width), dtype=np.uint8)
+        for k in range(width):
+            byte = (v >> np.uint64(7 * k)) & np.uint64(0x7F)
+            table[:, k] = byte | np.uint64(0x80 if k < width - 1 else 0)
+        return table.ravel(), sizes
     out = np.empty(int(sizes.sum()), dtype=np.uint8)
     starts = np.cumsum(sizes) - sizes
     for k in range(int(sizes.max(initial=0))):
@@ -128,11 +135,18 @@ def encode_string_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
     ].astype(np.int64)
     data = np.frombuffer(strings.buffers()[2] or b"", dtype=np.uint8)[bounds[0] : bounds[-1]]
     lengths = np.diff(bounds)
-    length_bytes, length_sizes = varints(lengths)
-    element_sizes = 1 + length_sizes + lengths
-    elements = np.empty(int(element_sizes.sum()), dtype=np.uint8)
-    starts = np.cumsum(element_sizes) - element_sizes
-    elements[starts] = _VAL
-    _scatter(elements, starts + 1, length_bytes, length_sizes)
-    _scatter(elements, starts + 1 + length_sizes, data, lengths)
+    if int(lengths.max(initial=0)) < 128:  # short strings (ids): a 2-byte header each
+        element_sizes = 2 + lengths
+        headers = np.empty(2 * len(lengths), dtype=np.uint8)
+        headers[0::2] = _VAL
+        headers[1::2] = lengths
+        elements = np.insert(data, np.repeat(bounds[:-1] - bounds[0], 2), headers)
+    else:
+        length_bytes, length_sizes = varints(lengths)
+        element_sizes = 1 + length_sizes + lengths
+        elements = np.empty(int(element_sizes.sum()), dtype=np.uint8)
+        starts = np.cumsum(element_sizes) - element_sizes
+        elements[starts] = _VAL
+        _scatter(elements, starts + 1, length_bytes, length_sizes)
+        _scatter(elements, starts + 1 + length_sizes, data, lengths)
     return _messages(STRING_LIST, elements, _per_row(offsets, element_sizes), packed=False)

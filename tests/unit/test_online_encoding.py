@@ -84,3 +84,18 @@ def test_vectorized_encoding_is_protobufs(rows, floats, strings, skip) -> None:
     assert encode_string_lists(texts) == [
         Value(string_list_val=StringList(val=r)).SerializeToString() for r in strings[skip:]
     ]
+
+
+def test_vectorized_encoding_of_timestamps_matches_protobuf() -> None:
+    """Microsecond timestamps all take the same varint width: the fast path."""
+    from feast.protos.feast.types.Value_pb2 import Int64List, Value
+
+    from feature_store.wire import encode_int64_lists
+
+    rng = np.random.default_rng(0)
+    rows = [
+        rng.integers(1_500_000_000_000_000, 1_800_000_000_000_000, n).tolist()
+        for n in (0, 1, 7, 120)
+    ]
+    got = encode_int64_lists(pa.array(rows, pa.list_(pa.int64())))
+    assert got == [Value(int64_list_val=Int64List(val=r)).SerializeToString() for r in rows]
