@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -176,7 +177,9 @@ def _field(view: str, name: str) -> bytes:
     return bytes(_mmh3(f"{view}:{name}"))
 
 
+@functools.lru_cache(maxsize=1024)
 def _timestamp_bytes(time_us: int) -> bytes:
+    """A serialized google.protobuf.Timestamp (cached: snapshot rows share their cutoff)."""
     ts = Timestamp(seconds=time_us // 1_000_000, nanos=(time_us % 1_000_000) * 1000)
     return ts.SerializeToString()
 
@@ -471,13 +474,15 @@ class RedisHistories:
                 fraud = wire.encode_int64_lists(part.column("LABEL_FRAUD"))
                 pipe = self.client.pipeline(transaction=False)
                 for i, tid in enumerate(ids[start : start + chunk]):
-                    pipe.hset(
+                    pipe.execute_command(
+                        "HSET",
                         self.terminal_key(str(tid)),
-                        mapping={
-                            a_field: available[i],
-                            f_field: fraud[i],
-                            self._t_ts: _timestamp_bytes(cutoffs[start + i]),
-                        },
+                        a_field,
+                        available[i],
+                        f_field,
+                        fraud[i],
+                        self._t_ts,
+                        _timestamp_bytes(cutoffs[start + i]),
                     )
                 sent.append(sender.submit(pipe.execute))
             for future in sent:
