@@ -151,10 +151,13 @@ def calendar_flags(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (weekday >= 5).astype(np.int64), (hour <= NIGHT_LAST_HOUR).astype(np.int64)
 
 
-def _safe_ratio(num: np.ndarray, den: np.ndarray, default: float) -> np.ndarray:
-    out = np.full(len(num), default, dtype=np.float64)
-    ok = den > 0
-    np.divide(num, den, out=out, where=ok)
+def _safe_ratios(num: list[np.ndarray], den: list[np.ndarray], default: float) -> np.ndarray:
+    """num[i] / den[i] row-wise (``default`` where den <= 0), in one vectorized call: for one
+    request, per-call overhead, not arithmetic, is the cost."""
+    numerator = np.array(num, dtype=np.float64)
+    denominator = np.array(den, dtype=np.float64)
+    out = np.full(numerator.shape, default, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
 
 
@@ -166,37 +169,49 @@ def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, 
         "TX_DURING_WEEKEND": weekend,
         "TX_DURING_NIGHT": night,
     }
-    for n in spec.customer_windows_days:
-        count = stats.customer_count[n]
-        out[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
-        out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = _safe_ratio(
-            stats.customer_sum[n], count, 0.0
-        )
-    for n in spec.terminal_windows_days:
-        count = stats.terminal_count[n]
-        out[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count.astype(np.int64)
-        out[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = _safe_ratio(stats.terminal_frauds[n], count, 0.0)
-    for n in spec.customer_windows_days:
-        mean = out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
-        out[f"CUSTOMER_ID_AMOUNT_RATIO_{n}DAY_WINDOW"] = _safe_ratio(stats.amount, mean, 1.0)
-    n = spec.spread_window_days
-    count = stats.customer_count[n].astype(np.float64)
-    mean = out[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"]
-    variance = _safe_ratio(stats.customer_sumsq[n], count, 0.0) - mean * mean
+    c_win, t_win = spec.customer_windows_days, spec.terminal_windows_days
+    n, r = spec.spread_window_days, spec.recent_days
+    first = _safe_ratios(
+        [
+            *(stats.customer_sum[w] for w in c_win),
+            *(stats.terminal_frauds[w] for w in t_win),
+            stats.customer_sumsq[n],
+            stats.customer_baseline_sum,
+        ],
+        [
+            *(stats.customer_count[w] for w in c_win),
+            *(stats.terminal_count[w] for w in t_win),
+            stats.customer_count[n],
+            stats.customer_baseline_count,
+        ],
+        0.0,
+    )
+    mean = dict(zip(c_win, first[: len(c_win)], strict=True))
+    risk = dict(zip(t_win, first[len(c_win) : len(c_win) + len(t_win)], strict=True))
+    mean_square, baseline = first[-2], first[-1]
+    for w in c_win:
+        out[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = stats.customer_count[w].astype(np.int64)
+        out[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = mean[w]
+    for w in t_win:
+        out[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = stats.terminal_count[w].astype(np.int64)
+        out[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = risk[w]
+    second = _safe_ratios(
+        [*(stats.amount for _ in c_win), stats.customer_recent_max, mean[r]],
+        [*(mean[w] for w in c_win), baseline, baseline],
+        1.0,
+    )
+    for w, ratio in zip(c_win, second, strict=False):
+        out[f"CUSTOMER_ID_AMOUNT_RATIO_{w}DAY_WINDOW"] = ratio
     # Sums of squares cancel: treat variance below a relative epsilon (and single
     # transactions) as zero spread, where the z-score is defined as 0.
-    spread = (count > 1) & (variance > 1e-9 * (mean * mean + 1.0))
+    variance = mean_square - mean[n] * mean[n]
+    spread = (stats.customer_count[n] > 1) & (variance > 1e-9 * (mean[n] * mean[n] + 1.0))
     std = np.sqrt(np.where(spread, variance, 1.0))
     out[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = np.where(
-        spread, (stats.amount - mean) / std, 0.0
+        spread, (stats.amount - mean[n]) / std, 0.0
     )
-    r = spec.recent_days
-    baseline = _safe_ratio(stats.customer_baseline_sum, stats.customer_baseline_count, 0.0)
-    recent_avg = _safe_ratio(stats.customer_sum[r], stats.customer_count[r], 0.0)
-    out[f"CUSTOMER_ID_MAX_AMOUNT_{r}DAY_RATIO_LAGGED"] = _safe_ratio(
-        stats.customer_recent_max, baseline, 1.0
-    )
-    out[f"CUSTOMER_ID_AVG_AMOUNT_{r}DAY_RATIO_LAGGED"] = _safe_ratio(recent_avg, baseline, 1.0)
+    out[f"CUSTOMER_ID_MAX_AMOUNT_{r}DAY_RATIO_LAGGED"] = second[-2]
+    out[f"CUSTOMER_ID_AVG_AMOUNT_{r}DAY_RATIO_LAGGED"] = second[-1]
     known = stats.terminal_last_known_us >= 0
     out["TERMINAL_ID_LAST_KNOWN_LABEL"] = np.where(known, stats.terminal_last_label, 0).astype(
         np.int64
