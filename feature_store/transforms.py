@@ -267,7 +267,8 @@ def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
     for n in spec.terminal_windows_days:
         # labels and frauds in one exact integer sum: labels in the low 32 bits
         w = term.format(lo=_interval(delay + n * US_PER_DAY - 1), hi=_interval(delay))
-        select.append(f"COALESCE(SUM(1 + fraud * {_PACK}) OVER ({w}), 0) AS t_packed_{n}")
+        packed = f"COALESCE(SUM(1 + fraud * {_PACK}) OVER ({w}), 0)"
+        select.append(f"CAST({packed} AS BIGINT) AS t_packed_{n}")
     # Latest known label: the largest (time, label) pair, packed into one number so that
     # among labels of one instant a fraud wins, whatever the row order.
     w = term.format(lo=_interval(delay + spec.terminal_horizon_us - 1), hi=_interval(delay))
@@ -305,6 +306,29 @@ def _arrow_strings(values: pd.Series) -> pa.Array:
     return array.cast(pa.string())
 
 
+def _same_instant_rows(cid: np.ndarray, time_us: np.ndarray) -> np.ndarray:
+    """Rows (ascending) that share their customer and instant with another row. Only rows whose
+    instant some other row shares are candidates: one pass when the input is time-ordered."""
+    n = len(time_us)
+    ordered = n < 2 or bool(np.all(time_us[1:] >= time_us[:-1]))
+    order = None if ordered else np.argsort(time_us, kind="stable")
+    times = time_us if order is None else time_us[order]
+    equal = times[1:] == times[:-1]
+    shared = np.zeros(n, dtype=bool)
+    shared[1:] |= equal
+    shared[:-1] |= equal
+    candidates = np.flatnonzero(shared) if order is None else np.sort(order[shared])
+    pairs = pd.DataFrame({"c": cid[candidates], "t": time_us[candidates]})
+    return candidates[pairs.duplicated(keep=False).to_numpy()]
+
+
+def _columns(table: pa.Table, n_rows: int) -> dict[str, np.ndarray]:
+    """The columns of a query result over every row, as NumPy arrays."""
+    if table.num_rows != n_rows:
+        raise RuntimeError(f"window query returned {table.num_rows} rows for {n_rows}")
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
 def batch_stats(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
@@ -328,13 +352,13 @@ def batch_stats(
             "fraud": pa.array(transactions[c.TX_FRAUD].to_numpy(np.int64)),
         }
     )
-    tied = np.flatnonzero(pd.DataFrame({"c": cid, "t": time_us}).duplicated(keep=False))
+    tied = _same_instant_rows(cid, time_us)
     own = con is None
     con = con or duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
         con.register("tx", table)
-        result = con.sql(batch_sql(spec)).fetchnumpy()
+        result = _columns(con.sql(batch_sql(spec)).to_arrow_table(), n_rows)
         con.unregister("tx")
         if len(tied):
             con.register(
@@ -348,8 +372,6 @@ def batch_stats(
     finally:
         if own:
             con.close()
-    if len(result["row_idx"]) != n_rows:
-        raise RuntimeError(f"window query returned {len(result['row_idx'])} rows for {n_rows}")
 
     def col(name: str, dtype: type) -> np.ndarray:
         return np.array(result[name], dtype=dtype)
@@ -400,7 +422,7 @@ def batch_features(
     (handbook names first), and TX_FRAUD when the input has it.
     """
     features = finalize(batch_stats(transactions, spec, con), spec)
-    out = pd.DataFrame({k: transactions[k].to_numpy() for k in KEY_COLUMNS})
+    out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in KEY_COLUMNS})
     for name in spec.features:
         out[name] = features[name]
     if c.TX_FRAUD in transactions.columns:
