@@ -19,6 +19,7 @@ the executors agree to 1e-9.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -81,6 +82,20 @@ class FeatureSpec:
     def label_delay_us(self) -> int:
         return self.label_delay_days * US_PER_DAY
 
+    @functools.cached_property
+    def customer_offsets_us(self) -> np.ndarray:
+        """How far back from t each customer window edge lies: the windows, the recent window,
+        the baseline's start and end, and t itself (what :func:`online_stats` looks up)."""
+        start, end = (d * US_PER_DAY for d in self.baseline_days)
+        days = [*self.customer_windows_days, self.recent_days]
+        return _frozen([*(n * US_PER_DAY for n in days), start, end, 0])
+
+    @functools.cached_property
+    def terminal_offsets_us(self) -> np.ndarray:
+        """Terminal window edges back from t: the windows, the horizon, and t itself."""
+        windows = (n * US_PER_DAY for n in self.terminal_windows_days)
+        return _frozen([*windows, self.terminal_horizon_us, 0])
+
     @property
     def baseline_features(self) -> list[str]:
         """The handbook's inputs, by its names."""
@@ -109,6 +124,12 @@ class FeatureSpec:
     def features(self) -> list[str]:
         """Model inputs, in model order."""
         return self.baseline_features + self.extra_features
+
+
+def _frozen(values: list[int]) -> np.ndarray:
+    array = np.array(values, np.int64)
+    array.flags.writeable = False
+    return array
 
 
 DEFAULT_SPEC: Final = FeatureSpec()
@@ -535,14 +556,8 @@ def online_stats(
         terminal_last_label=np.empty(k, np.int64),
     )
     # Window edges as offsets back from t; each window is (t - offset, t] (or (t - a, t - b]).
-    c_windows = np.array([n * US_PER_DAY for n in spec.customer_windows_days], np.int64)
-    start, end = (d * US_PER_DAY for d in spec.baseline_days)
-    c_offsets = np.concatenate((c_windows, [spec.recent_days * US_PER_DAY, start, end, 0]))
-    t_offsets = np.array(
-        [*(n * US_PER_DAY for n in spec.terminal_windows_days), spec.terminal_horizon_us, 0],
-        np.int64,
-    )
-    n_c = len(c_windows)
+    c_offsets, t_offsets = spec.customer_offsets_us, spec.terminal_offsets_us
+    n_c = len(spec.customer_windows_days)
     for i, (req, ch, th) in enumerate(zip(requests, customers, terminals, strict=True)):
         t = req.time_us
         # customer: one sorted pass; sums as differences of prefix sums
