@@ -330,15 +330,12 @@ def _arrow_strings(values: pd.Series) -> pa.Array:
 def _same_instant_rows(cid: np.ndarray, time_us: np.ndarray) -> np.ndarray:
     """Rows (ascending) that share their customer and instant with another row. Only rows whose
     instant some other row shares are candidates: one pass when the input is time-ordered."""
-    n = len(time_us)
-    ordered = n < 2 or bool(np.all(time_us[1:] >= time_us[:-1]))
-    order = None if ordered else np.argsort(time_us, kind="stable")
-    times = time_us if order is None else time_us[order]
+    times, order = _time_sorted(time_us, np.arange(len(time_us)))
     equal = times[1:] == times[:-1]
-    shared = np.zeros(n, dtype=bool)
+    shared = np.zeros(len(times), dtype=bool)
     shared[1:] |= equal
     shared[:-1] |= equal
-    candidates = np.flatnonzero(shared) if order is None else np.sort(order[shared])
+    candidates = np.sort(order[shared])
     pairs = pd.DataFrame({"c": cid[candidates], "t": time_us[candidates]})
     return candidates[pairs.duplicated(keep=False).to_numpy()]
 

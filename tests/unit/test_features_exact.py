@@ -125,6 +125,18 @@ def test_simulated_days_match_brute_force() -> None:
     assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
 
 
+def test_many_ties_in_shuffled_rows_match_brute_force() -> None:
+    """Times floored to the hour (a customer's transactions often share an instant), rows in
+    random order: arrival order among peers is (time, id) whatever the row order."""
+    sim = simulate(SimulationConfig(n_customers=15, n_terminals=10, n_days=40, radius=30, seed=5))
+    tx = _as_raw(sim.transactions)
+    tx[c.TX_DATETIME] = tx[c.TX_DATETIME].dt.floor("h")
+    tx = tx.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    peers = tx.duplicated([c.CUSTOMER_ID, c.TX_DATETIME], keep=False)
+    assert peers.sum() > 50
+    assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
+
+
 def test_window_edges_ties_and_label_delay() -> None:
     """Hand-placed transactions on every edge the definitions have."""
     t0 = pd.Timestamp("2018-04-02 12:00:00")  # a Monday
