@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import struct
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -67,6 +68,143 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 
+
+# Append scored transactions to a customer's history inside Redis, atomically: the stored
+# ValueProto bytes are edited in place of the Python read-merge-encode-compare-and-set, so the
+# server's appender sends a few small arguments instead of the whole history, and no retry is
+# ever needed. Same result as merge_customer + encode_customer (tested byte for byte): events
+# whose id the history holds are skipped, the merged history is trimmed to ``keep`` before its
+# newest event, and the timestamp becomes max(stored, newest event). Returns 0, writing
+# nothing, for stored values it does not handle (not canonical, or a number not exact in a
+# Lua double): the caller then takes the compare-and-set path. KEYS[1]: the customer key;
+# ARGV: times, amounts, ids and timestamp fields, keep (us), then per event: time (decimal
+# us, 0 <= t < 2^53), amount (8 bytes, little-endian double), transaction id.
+_APPEND_SCRIPT = """
+local EXACT = 9007199254740992
+local function varint(s, i)
+  local value, scale = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    if b == nil then return nil end
+    i = i + 1
+    value = value + (b % 128) * scale
+    if b < 128 then
+      if value >= EXACT then return nil end
+      return value, i
+    end
+    scale = scale * 128
+    if scale >= EXACT then return nil end
+  end
+end
+local function encode(v)
+  local out = {}
+  while v >= 128 do
+    out[#out + 1] = string.char(v % 128 + 128)
+    v = math.floor(v / 128)
+  end
+  out[#out + 1] = string.char(v)
+  return table.concat(out)
+end
+local function body(value, tag)
+  if string.byte(value, 1) ~= tag then return nil end
+  local n, i = varint(value, 2)
+  if n == nil or i + n - 1 ~= #value then return nil end
+  return string.sub(value, i)
+end
+local function packed(value, tag)
+  local b = body(value, tag)
+  if b == nil or b == '' then return b end
+  if string.byte(b, 1) ~= 10 then return nil end
+  local n, i = varint(b, 2)
+  if n == nil or i + n - 1 ~= #b then return nil end
+  return string.sub(b, i)
+end
+local function list_value(tag, items)
+  if #items == 0 then return string.char(tag, 0) end
+  local b = table.concat(items)
+  if tag ~= 98 then b = string.char(10) .. encode(#b) .. b end
+  return string.char(tag) .. encode(#b) .. b
+end
+
+local stored = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local times, tbytes, amounts, ids, ibytes = {}, {}, {}, {}, {}
+local stored_us = 0
+if stored[1] and stored[2] and stored[3] and stored[4] then
+  local t, a, s = packed(stored[1], 114), packed(stored[2], 122), body(stored[3], 98)
+  if t == nil or a == nil or s == nil then return 0 end
+  local i = 1
+  while i <= #t do
+    local v, j = varint(t, i)
+    if v == nil then return 0 end
+    times[#times + 1] = v
+    tbytes[#tbytes + 1] = string.sub(t, i, j - 1)
+    i = j
+  end
+  if #a ~= 8 * #times then return 0 end
+  for k = 1, #times do amounts[k] = string.sub(a, 8 * k - 7, 8 * k) end
+  i = 1
+  while i <= #s do
+    if string.byte(s, i) ~= 10 then return 0 end
+    local n, j = varint(s, i + 1)
+    if n == nil or j + n - 1 > #s then return 0 end
+    ids[#ids + 1] = string.sub(s, j, j + n - 1)
+    ibytes[#ibytes + 1] = string.sub(s, i, j + n - 1)
+    i = j + n
+  end
+  if #ids ~= #times then return 0 end
+  local seconds, nanos = 0, 0
+  local ts = stored[4]
+  i = 1
+  while i <= #ts do
+    local tag = string.byte(ts, i)
+    local v
+    v, i = varint(ts, i + 1)
+    if v == nil then return 0 end
+    if tag == 8 then seconds = v elseif tag == 16 then nanos = v else return 0 end
+  end
+  stored_us = seconds * 1000000 + math.floor(nanos / 1000)
+end
+local known = {}
+for k = 1, #ids do known[ids[k]] = true end
+for e = 6, #ARGV, 3 do
+  local id = ARGV[e + 2]
+  if not known[id] then
+    known[id] = true
+    local t = tonumber(ARGV[e])
+    times[#times + 1] = t
+    tbytes[#tbytes + 1] = encode(t)
+    amounts[#amounts + 1] = ARGV[e + 1]
+    ids[#ids + 1] = id
+    ibytes[#ibytes + 1] = string.char(10) .. encode(#id) .. id
+  end
+end
+local newest = stored_us
+if #times > 0 then
+  newest = times[1]
+  for k = 2, #times do if times[k] > newest then newest = times[k] end end
+end
+local cutoff = newest - tonumber(ARGV[5])
+local kt, ka, ki = {}, {}, {}
+for k = 1, #times do
+  if times[k] > cutoff then
+    kt[#kt + 1] = tbytes[k]
+    ka[#ka + 1] = amounts[k]
+    ki[#ki + 1] = ibytes[k]
+  end
+end
+if newest < stored_us then newest = stored_us end
+local seconds = math.floor(newest / 1000000)
+local nanos = (newest - seconds * 1000000) * 1000
+local stamp = ''
+if seconds ~= 0 then stamp = string.char(8) .. encode(seconds) end
+if nanos ~= 0 then stamp = stamp .. string.char(16) .. encode(nanos) end
+redis.call('HSET', KEYS[1], ARGV[1], list_value(114, kt), ARGV[2], list_value(122, ka),
+           ARGV[3], list_value(98, ki), ARGV[4], stamp)
+return 1
+"""
+#: Event times the append script takes exactly (Lua numbers are doubles).
+_SCRIPT_TIME_US = range(0, 1 << 53)
+_DOUBLE = struct.Struct("<d")
 
 # Load a chunk of customer snapshot rows atomically. For each key: when the stored history is
 # newer than the snapshot's cutoff (the server appended after it), skip it and report it so
@@ -284,6 +422,7 @@ class RedisHistories:
         self._t_fields = [_field(TERMINAL_VIEW, f) for f in TERMINAL_FIELDS]
         self._t_ts = f"_ts:{TERMINAL_VIEW}".encode()
         self._cas = client.register_script(_CAS_SCRIPT)
+        self._append = client.register_script(_APPEND_SCRIPT)
         self._snapshot = client.register_script(_SNAPSHOT_SCRIPT)
         self._terminals = client.register_script(_TERMINAL_SCRIPT)
         self.customer_key = KeyEncoder(d.CUSTOMER_ID, project)
@@ -352,14 +491,33 @@ class RedisHistories:
     def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
         """Add scored transactions to their customers' histories, atomically per customer.
 
-        ``read`` (from :meth:`read` of the same requests) saves a round trip; on a concurrent
-        write the customer is read again and the append retried.
+        One script call per customer edits the stored values inside Redis; a customer whose
+        stored values the script does not handle goes through :meth:`_append_cas`, with ``read``
+        (from :meth:`read` of the same requests) saving it a round trip.
         """
         events: dict[bytes, list[tuple[int, float, str]]] = {}
         for r in requests:
             events.setdefault(self.customer_key(r.customer_id), []).append(
                 (r.time_us, r.amount, r.transaction_id)
             )
+        keep_us = self.spec.customer_horizon_us + HISTORY_SLACK_US
+        pipe = self.client.pipeline(transaction=False)
+        scripted = [k for k, evs in events.items() if all(t in _SCRIPT_TIME_US for t, _, _ in evs)]
+        for key in scripted:
+            args: list[bytes | int | str] = [*self._c_fields, self._c_ts, keep_us]
+            for time_us, amount, tid in events[key]:
+                args += [time_us, _DOUBLE.pack(amount), tid]
+            self._append(keys=[key], args=args, client=pipe)
+        done = {k for k, ok in zip(scripted, pipe.execute() if scripted else [], strict=True) if ok}
+        rest = {k: evs for k, evs in events.items() if k not in done}
+        if rest:
+            self._append_cas(rest, read)
+
+    def _append_cas(
+        self, events: dict[bytes, list[tuple[int, float, str]]], read: OnlineRead | None
+    ) -> None:
+        """Read, merge and encode in Python, then compare-and-set; on a concurrent write the
+        customer is read again and the append retried."""
         if read is None:
             current = self._read_customers(list(events))
         else:
