@@ -4,8 +4,9 @@
 murmur3 field names, ``ValueProto`` values, ``_ts:<view>`` timestamps), so ``feast`` clients read
 what it writes and the other way round. It exists because the serving path needs what Feast's
 generic client does not give: one pipelined round trip for a whole request batch, statuses
-judged against the *request's* time, and atomic appends (compare-and-set in a Lua script) so
-concurrent workers never lose a customer's transaction.
+judged against the *request's* time, and atomic appends (a Lua script edits the stored values
+inside Redis; compare-and-set as the fallback) so concurrent workers never lose a customer's
+transaction.
 
 :class:`FeastHistories` does the same through Feast's public API for any other online store
 (SQLite on a laptop without Redis).

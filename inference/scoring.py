@@ -192,7 +192,7 @@ class Appender:
 
     The scorer submits each scored batch; a thread of its own (own Redis connection) appends
     queued batches — several queued batches in one call — with ``RedisHistories.append``
-    (atomic compare-and-set per customer). Until a transaction is confirmed in Redis it stays
+    (atomic per customer). Until a transaction is confirmed in Redis it stays
     in an in-process overlay that the scorer merges into what it reads, so the next
     transaction of a customer sees it even if it arrives before the append completed
     (read-your-writes within the process). On failure (Redis down, slow or erroring) the
@@ -286,7 +286,7 @@ class Appender:
                 return True
             if len(jobs) == 1:
                 requests, read = jobs[0]
-            else:  # several batches: one append, reading the current histories itself
+            else:  # several batches: one append (no single read covers them all)
                 requests, read = [r for job, _ in jobs for r in job], None
             try:
                 self.histories.append(requests, read)
