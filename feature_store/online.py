@@ -70,17 +70,10 @@ return 1
 """
 
 
-# Append scored transactions to a customer's history inside Redis, atomically: the stored
-# ValueProto bytes are edited in place of the Python read-merge-encode-compare-and-set, so the
-# server's appender sends a few small arguments instead of the whole history, and no retry is
-# ever needed. Same result as merge_customer + encode_customer (tested byte for byte): events
-# whose id the history holds are skipped, the merged history is trimmed to ``keep`` before its
-# newest event, and the timestamp becomes max(stored, newest event). Returns 0, writing
-# nothing, for stored values it does not handle (not canonical, or a number not exact in a
-# Lua double): the caller then takes the compare-and-set path. KEYS[1]: the customer key;
-# ARGV: times, amounts, ids and timestamp fields, keep (us), then per event: time (decimal
-# us, 0 <= t < 2^53), amount (8 bytes, little-endian double), transaction id.
-_APPEND_SCRIPT = """
+# Lua shared by the scripts that read protobuf in Redis. ``varint``: the varint at s[i] and the
+# index after it; nil when it runs off the end or is not exact in a Lua number (>= 2^53).
+# ``stamp``: seconds and nanos of a serialized google.protobuf.Timestamp; nil for anything else.
+_LUA_PROTOBUF = """
 local EXACT = 9007199254740992
 local function varint(s, i)
   local value, scale = 0, 1
@@ -97,6 +90,31 @@ local function varint(s, i)
     if scale >= EXACT then return nil end
   end
 end
+local function stamp(s)
+  local seconds, nanos, i = 0, 0, 1
+  while i <= #s do
+    local tag = string.byte(s, i)
+    local v
+    v, i = varint(s, i + 1)
+    if v == nil then return nil end
+    if tag == 8 then seconds = v elseif tag == 16 then nanos = v else return nil end
+  end
+  return seconds, nanos
+end
+"""
+
+
+# Append scored transactions to a customer's history inside Redis, atomically: the stored
+# ValueProto bytes are edited in place of the Python read-merge-encode-compare-and-set, so the
+# server's appender sends a few small arguments instead of the whole history, and no retry is
+# ever needed. Same result as merge_customer + encode_customer (tested byte for byte): events
+# whose id the history holds are skipped, the merged history is trimmed to ``keep`` before its
+# newest event, and the timestamp becomes max(stored, newest event). Returns 0, writing
+# nothing, for stored values it does not handle (not canonical, or a number not exact in a
+# Lua double): the caller then takes the compare-and-set path. KEYS[1]: the customer key;
+# ARGV: times, amounts, ids and timestamp fields, keep (us), then per event: time (decimal
+# us, 0 <= t < 2^53), amount (8 bytes, little-endian double), transaction id.
+_APPEND_SCRIPT = _LUA_PROTOBUF + """
 local function encode(v)
   local out = {}
   while v >= 128 do
@@ -153,16 +171,8 @@ if stored[1] and stored[2] and stored[3] and stored[4] then
     i = j + n
   end
   if #ids ~= #times then return 0 end
-  local seconds, nanos = 0, 0
-  local ts = stored[4]
-  i = 1
-  while i <= #ts do
-    local tag = string.byte(ts, i)
-    local v
-    v, i = varint(ts, i + 1)
-    if v == nil then return 0 end
-    if tag == 8 then seconds = v elseif tag == 16 then nanos = v else return 0 end
-  end
+  local seconds, nanos = stamp(stored[4])
+  if seconds == nil then return 0 end
   stored_us = seconds * 1000000 + math.floor(nanos / 1000)
 end
 local known = {}
@@ -209,31 +219,11 @@ _DOUBLE = struct.Struct("<d")
 
 # Load a chunk of customer snapshot rows atomically. For each key: when the stored history is
 # newer than the snapshot's cutoff (the server appended after it), skip it and report it so
-# the caller merges; otherwise write the snapshot. Reads the stored google.protobuf.Timestamp
-# (field 1 seconds, field 2 nanos, varints). KEYS: customer keys; ARGV: the 3 value fields,
-# the timestamp field, then per key: times, amounts, ids, timestamp bytes, cutoff seconds,
-# cutoff nanos.
-_SNAPSHOT_SCRIPT = """
-local function varint(s, i)
-  local value, scale = 0, 1
-  while true do
-    local b = string.byte(s, i)
-    i = i + 1
-    value = value + (b % 128) * scale
-    if b < 128 then return value, i end
-    scale = scale * 128
-  end
-end
-local function stamp(s)
-  local seconds, nanos, i = 0, 0, 1
-  while i <= #s do
-    local tag = string.byte(s, i)
-    local v
-    v, i = varint(s, i + 1)
-    if tag == 8 then seconds = v elseif tag == 16 then nanos = v end
-  end
-  return seconds, nanos
-end
+# the caller merges; otherwise write the snapshot. A stored timestamp it cannot read counts as
+# newer (the caller's merge reads it with protobuf). KEYS: customer keys; ARGV: the 3 value
+# fields, the timestamp field, then per key: times, amounts, ids, timestamp bytes, cutoff
+# seconds, cutoff nanos.
+_SNAPSHOT_SCRIPT = _LUA_PROTOBUF + """
 local skipped = {}
 for k = 1, #KEYS do
   local base = 4 + (k - 1) * 6
@@ -242,7 +232,8 @@ for k = 1, #KEYS do
   if stored then
     local s, n = stamp(stored)
     local cs, cn = tonumber(ARGV[base + 5]), tonumber(ARGV[base + 6])
-    newer = s > cs or (s == cs and n > cn)
+    -- a timestamp it cannot read: left to the caller's merge, which reads it with protobuf
+    newer = s == nil or s > cs or (s == cs and n > cn)
   end
   if newer then
     skipped[#skipped + 1] = k
