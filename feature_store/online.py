@@ -107,13 +107,19 @@ end
 # Append scored transactions to a customer's history inside Redis, atomically: the stored
 # ValueProto bytes are edited in place of the Python read-merge-encode-compare-and-set, so the
 # server's appender sends a few small arguments instead of the whole history, and no retry is
-# ever needed. Same result as merge_customer + encode_customer (tested byte for byte): events
-# whose id the history holds are skipped, the merged history is trimmed to ``keep`` before its
-# newest event, and the timestamp becomes max(stored, newest event). Returns 0, writing
-# nothing, for stored values it does not handle (not canonical, or a number not exact in a
-# Lua double): the caller then takes the compare-and-set path. KEYS[1]: the customer key;
-# ARGV: times, amounts, ids and timestamp fields, keep (us), then per event: time (decimal
-# us, 0 <= t < 2^53), amount (8 bytes, little-endian double), transaction id.
+# ever needed. Same rule and bytes as merge_customer + encode_customer (tested byte for byte):
+# events whose id the history holds (or an earlier event of the call) are skipped; the leading
+# entries at or before the call's newest event time minus ``keep`` are dropped, as are new
+# events before that; the timestamp becomes max(stored, the call's newest event time).
+# Redis's Lua takes ~75 ns per byte a loop visits (a 60-day history is a few KB), so the script
+# never walks the whole history: it checks each value's envelope, decodes only the dropped
+# leading entries, and finds ids with string.find, decoding id records only up to a match (to
+# tell a record from the same bytes inside a longer id). That the lists have equal lengths is
+# therefore not checked here (every writer keeps it). Returns 0, writing nothing, for values it
+# does not handle (an envelope or an entry it reads that is not canonical, a number not exact
+# in a Lua double): the caller then takes the compare-and-set path. KEYS[1]: the customer key;
+# ARGV: times, amounts, ids and timestamp fields, keep (us), then per event: time (decimal us,
+# 0 <= t < 2^53), amount (8 bytes, little-endian double), transaction id.
 _APPEND_SCRIPT = _LUA_PROTOBUF + """
 local function encode(v)
   local out = {}
@@ -124,93 +130,107 @@ local function encode(v)
   out[#out + 1] = string.char(v)
   return table.concat(out)
 end
-local function body(value, tag)
-  if string.byte(value, 1) ~= tag then return nil end
-  local n, i = varint(value, 2)
+-- where the payload of a length-delimited field ``tag`` spanning all of value[at..] starts
+local function field(value, at, tag)
+  if string.byte(value, at) ~= tag then return nil end
+  local n, i = varint(value, at + 1)
   if n == nil or i + n - 1 ~= #value then return nil end
-  return string.sub(value, i)
+  return i
 end
-local function packed(value, tag)
-  local b = body(value, tag)
-  if b == nil or b == '' then return b end
-  if string.byte(b, 1) ~= 10 then return nil end
-  local n, i = varint(b, 2)
-  if n == nil or i + n - 1 ~= #b then return nil end
-  return string.sub(b, i)
+-- where a list value's entries start: Value.<tag> { repeated entries }; packed numbers are one
+-- more length-delimited field (1) inside
+local function entries(value, tag)
+  local i = field(value, 1, tag)
+  if i == nil or i > #value or tag == 98 then return i end
+  return field(value, i, 10)
 end
-local function list_value(tag, items)
-  if #items == 0 then return string.char(tag, 0) end
-  local b = table.concat(items)
-  if tag ~= 98 then b = string.char(10) .. encode(#b) .. b end
-  return string.char(tag) .. encode(#b) .. b
+-- a list value of ``kept`` (encoded entries) then ``new`` ones
+local function list_value(tag, kept, new)
+  local n = #kept
+  for k = 1, #new do n = n + #new[k] end
+  if n == 0 then return string.char(tag, 0) end
+  local parts
+  if tag == 98 then
+    parts = {string.char(tag), encode(n), kept}
+  else
+    local size = encode(n)
+    parts = {string.char(tag), encode(1 + #size + n), string.char(10), size, kept}
+  end
+  for k = 1, #new do parts[#parts + 1] = new[k] end
+  return table.concat(parts)
 end
 
 local stored = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-local times, tbytes, amounts, ids, ibytes = {}, {}, {}, {}, {}
-local stored_us = 0
+local t, a, s, stored_us = '', '', '', 0
+local ti, ai, si = 1, 1, 1
 if stored[1] and stored[2] and stored[3] and stored[4] then
-  local t, a, s = packed(stored[1], 114), packed(stored[2], 122), body(stored[3], 98)
-  if t == nil or a == nil or s == nil then return 0 end
-  local i = 1
-  while i <= #t do
-    local v, j = varint(t, i)
-    if v == nil then return 0 end
-    times[#times + 1] = v
-    tbytes[#tbytes + 1] = string.sub(t, i, j - 1)
-    i = j
-  end
-  if #a ~= 8 * #times then return 0 end
-  for k = 1, #times do amounts[k] = string.sub(a, 8 * k - 7, 8 * k) end
-  i = 1
-  while i <= #s do
-    if string.byte(s, i) ~= 10 then return 0 end
-    local n, j = varint(s, i + 1)
-    if n == nil or j + n - 1 > #s then return 0 end
-    ids[#ids + 1] = string.sub(s, j, j + n - 1)
-    ibytes[#ibytes + 1] = string.sub(s, i, j + n - 1)
-    i = j + n
-  end
-  if #ids ~= #times then return 0 end
+  t, a, s = stored[1], stored[2], stored[3]
+  ti, ai, si = entries(t, 114), entries(a, 122), entries(s, 98)
+  if ti == nil or ai == nil or si == nil then return 0 end
   local seconds, nanos = stamp(stored[4])
   if seconds == nil then return 0 end
   stored_us = seconds * 1000000 + math.floor(nanos / 1000)
 end
-local known = {}
-for k = 1, #ids do known[ids[k]] = true end
+local newest = nil
 for e = 6, #ARGV, 3 do
-  local id = ARGV[e + 2]
-  if not known[id] then
-    known[id] = true
-    local t = tonumber(ARGV[e])
-    times[#times + 1] = t
-    tbytes[#tbytes + 1] = encode(t)
-    amounts[#amounts + 1] = ARGV[e + 1]
-    ids[#ids + 1] = id
-    ibytes[#ibytes + 1] = string.char(10) .. encode(#id) .. id
-  end
-end
-local newest = stored_us
-if #times > 0 then
-  newest = times[1]
-  for k = 2, #times do if times[k] > newest then newest = times[k] end end
+  local v = tonumber(ARGV[e])
+  if newest == nil or v > newest then newest = v end
 end
 local cutoff = newest - tonumber(ARGV[5])
-local kt, ka, ki = {}, {}, {}
-for k = 1, #times do
-  if times[k] > cutoff then
-    kt[#kt + 1] = tbytes[k]
-    ka[#ka + 1] = amounts[k]
-    ki[#ki + 1] = ibytes[k]
+-- id record boundaries, decoded only as far as needed; false: not canonical
+local boundary, scanned = {}, si
+local function scan_to(at)
+  while scanned <= at and scanned <= #s do
+    if string.byte(s, scanned) ~= 10 then return false end
+    local size, j = varint(s, scanned + 1)
+    if size == nil or j + size - 1 > #s then return false end
+    boundary[scanned] = true
+    scanned = j + size
+  end
+  return true
+end
+-- the leading entries at or before the cutoff
+while ti <= #t do
+  local v, j = varint(t, ti)
+  if v == nil then return 0 end
+  if v > cutoff then break end
+  if ai + 8 > #a + 1 or si > #s or not scan_to(si) then return 0 end
+  ti, ai, si = j, ai + 8, scanned
+end
+local new_t, new_a, new_i, added = {}, {}, {}, {}
+for e = 6, #ARGV, 3 do
+  local id = ARGV[e + 2]
+  local record = string.char(10) .. encode(#id) .. id
+  local known = added[id] ~= nil
+  local from = 1
+  while not known do
+    local at = string.find(s, record, from, true)
+    if at == nil then break end
+    if not scan_to(at) then return 0 end
+    known = boundary[at] == true
+    from = at + 1
+  end
+  if not known then
+    added[id] = true
+    local v = tonumber(ARGV[e])
+    if v > cutoff then
+      new_t[#new_t + 1] = encode(v)
+      new_a[#new_a + 1] = ARGV[e + 1]
+      new_i[#new_i + 1] = record
+    end
   end
 end
 if newest < stored_us then newest = stored_us end
 local seconds = math.floor(newest / 1000000)
 local nanos = (newest - seconds * 1000000) * 1000
-local stamp = ''
-if seconds ~= 0 then stamp = string.char(8) .. encode(seconds) end
-if nanos ~= 0 then stamp = stamp .. string.char(16) .. encode(nanos) end
-redis.call('HSET', KEYS[1], ARGV[1], list_value(114, kt), ARGV[2], list_value(122, ka),
-           ARGV[3], list_value(98, ki), ARGV[4], stamp)
+local ts = ''
+if seconds ~= 0 then ts = string.char(8) .. encode(seconds) end
+if nanos ~= 0 then ts = ts .. string.char(16) .. encode(nanos) end
+redis.call('HSET', KEYS[1],
+           ARGV[1], list_value(114, string.sub(t, ti), new_t),
+           ARGV[2], list_value(122, string.sub(a, ai), new_a),
+           ARGV[3], list_value(98, string.sub(s, si), new_i),
+           ARGV[4], ts)
 return 1
 """
 #: Event times the append script takes exactly (Lua numbers are doubles).
@@ -365,23 +385,32 @@ def decode_terminal(available: bytes, fraud: bytes) -> TerminalHistory:
 def merge_customer(
     base: CustomerHistory, events: Iterable[tuple[int, float, str]], horizon_us: int
 ) -> CustomerHistory:
-    """``base`` plus events whose ids it does not hold yet, trimmed to the horizon."""
+    """``base`` plus the events whose ids it (or an earlier event) does not hold yet, in order,
+    without what is past ``horizon_us`` + slack before the newest event: ``base``'s leading
+    entries at or before that cutoff, and new events before it. (Only the leading entries: a
+    late entry behind newer ones goes with them. Any entry kept is one a window may still
+    need, so features do not depend on the rule; it keeps the in-Redis append from walking
+    the whole history.) No events: ``base`` as it is."""
+    events = list(events)
+    if not events:
+        return base
+    cutoff = max(t for t, _, _ in events) - horizon_us - HISTORY_SLACK_US
+    later = np.flatnonzero(base.time_us > cutoff)
+    drop = int(later[0]) if len(later) else len(base.time_us)
     known = set(base.transaction_id)
-    times, amounts, ids = (
-        list(base.time_us.tolist()),
-        list(base.amount.tolist()),
-        list(base.transaction_id),
-    )
+    times, amounts, ids = [], [], []
     for time_us, amount, tid in events:
         if tid not in known:
             known.add(tid)
-            times.append(time_us)
-            amounts.append(amount)
-            ids.append(tid)
-    merged = CustomerHistory(np.array(times, np.int64), np.array(amounts, np.float64), ids)
-    if not len(merged.time_us):
-        return merged
-    return merged.trimmed(int(merged.time_us.max()) - horizon_us - HISTORY_SLACK_US)
+            if time_us > cutoff:
+                times.append(time_us)
+                amounts.append(amount)
+                ids.append(tid)
+    return CustomerHistory(
+        np.concatenate((base.time_us[drop:], np.array(times, np.int64))),
+        np.concatenate((base.amount[drop:], np.array(amounts, np.float64))),
+        [*base.transaction_id[drop:], *ids],
+    )
 
 
 def _status(found: bool, stored_us: int, at_us: int, ttl_us: int) -> Status:
@@ -522,7 +551,7 @@ class RedisHistories:
                 stored, token = current[key]
                 base, stored_us = stored if stored else (CustomerHistory.empty(), 0)
                 merged = merge_customer(base, pending[key], self.spec.customer_horizon_us)
-                newest = int(merged.time_us.max()) if len(merged.time_us) else stored_us
+                newest = max(t for t, _, _ in pending[key])
                 args: list[bytes] = [self._c_fields[2], token]
                 for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
                     args += [name, value]

@@ -472,14 +472,6 @@ class CustomerHistory:
             [*self.transaction_id, transaction_id],
         )
 
-    def trimmed(self, horizon_start_us: int) -> CustomerHistory:
-        keep = self.time_us > horizon_start_us
-        return CustomerHistory(
-            self.time_us[keep],
-            self.amount[keep],
-            [t for t, k in zip(self.transaction_id, keep, strict=True) if k],
-        )
-
 
 @dataclasses.dataclass
 class TerminalHistory:

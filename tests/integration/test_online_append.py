@@ -29,7 +29,9 @@ from feature_store.transforms import US_PER_DAY, CustomerHistory, OnlineRequest
 pytestmark = pytest.mark.integration
 
 T0 = 1_530_000_000_000_000  # 2018-06-26, epoch microseconds
-IDS = [str(i) for i in range(30)] + ["", "é", "tx-42"]
+#: The last ids hold another id's stored record ("\n", length, bytes) inside them: a match of
+#: the bytes that is not at a record boundary is not a known id.
+IDS = [str(i) for i in range(30)] + ["", "é", "tx-42", "a\n\x017", "\n\x0122", "\n\x00"]
 
 
 @pytest.fixture(scope="module")
