@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import os
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -360,10 +362,35 @@ def encode_customer(history: CustomerHistory) -> tuple[bytes, bytes, bytes]:
     )
 
 
+def _doubles(raw: bytes) -> np.ndarray:
+    """A Value's double_list_val. Canonical bytes (tag, length, packed field, length, data:
+    what protobuf and :mod:`feature_store.wire` write) are read in place, ~10x faster than
+    converting protobuf's repeated field; anything else goes through protobuf."""
+    if raw[:1] == b"z":  # field 15 (double_list_val), length-delimited
+        outer, i = _varint(raw, 1)
+        if i + outer == len(raw) and raw[i : i + 1] == b"\n":
+            inner, j = _varint(raw, i + 1)
+            if j + inner == len(raw) and inner % 8 == 0:
+                return np.frombuffer(raw, "<f8", offset=j)
+    return np.array(ValueProto.FromString(raw).double_list_val.val, dtype=np.float64)
+
+
+def _varint(raw: bytes, start: int) -> tuple[int, int]:
+    """The varint at raw[start] and the index after it; (-1, start) when cut off."""
+    value = shift = 0
+    for i in range(start, min(len(raw), start + 10)):
+        byte = raw[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+    return -1, start
+
+
 def decode_customer(times: bytes, amounts: bytes, ids: bytes) -> CustomerHistory:
     return CustomerHistory(
         np.array(ValueProto.FromString(times).int64_list_val.val, dtype=np.int64),
-        np.array(ValueProto.FromString(amounts).double_list_val.val, dtype=np.float64),
+        _doubles(amounts),
         list(ValueProto.FromString(ids).string_list_val.val),
     )
 
@@ -421,6 +448,32 @@ def _status(found: bool, stored_us: int, at_us: int, ttl_us: int) -> Status:
     return Status.PRESENT
 
 
+class DirectConnection:
+    """Pipelined commands on one connection of ``client``'s pool per thread, sent and read
+    without the pool's per-call bookkeeping: redis-py 7 spends ~30 us per pipeline checking a
+    connection out and back in (a poll for stray data included) and in observability hooks,
+    about as long as the whole round trip on 127.0.0.1. The connection keeps the pool's
+    settings (timeouts, address); any error closes it, so it never holds half a reply, and the
+    next call reconnects. Nothing is retried. ``client.close()`` closes it too."""
+
+    def __init__(self, client: redis.Redis):
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        local = self._local
+        connection = getattr(local, "connection", None)
+        if connection is None or local.pid != os.getpid():
+            connection = local.connection = self._pool.get_connection()
+            local.pid = os.getpid()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            return [connection.read_response() for _ in commands]
+        except BaseException:
+            connection.disconnect()
+            raise
+
+
 class RedisHistories:
     """Histories in Redis, in Feast's layout (see module docstring)."""
 
@@ -448,6 +501,7 @@ class RedisHistories:
         self._terminals = client.register_script(_TERMINAL_SCRIPT)
         self.customer_key = KeyEncoder(d.CUSTOMER_ID, project)
         self.terminal_key = KeyEncoder(d.TERMINAL_ID, project)
+        self._direct = DirectConnection(client)
 
     # reads ----------------------------------------------------------------------------------
     def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
@@ -457,12 +511,10 @@ class RedisHistories:
         ]
         c_keys = list(dict.fromkeys(ck for ck, _ in pairs))
         t_keys = list(dict.fromkeys(tk for _, tk in pairs))
-        pipe = self.client.pipeline(transaction=False)
-        for key in c_keys:
-            pipe.hmget(key, [*self._c_fields, self._c_ts])
-        for key in t_keys:
-            pipe.hmget(key, [*self._t_fields, self._t_ts])
-        replies = pipe.execute()
+        replies = self._direct.exchange(
+            [(b"HMGET", key, *self._c_fields, self._c_ts) for key in c_keys]
+            + [(b"HMGET", key, *self._t_fields, self._t_ts) for key in t_keys]
+        )
         return self._assemble(requests, pairs, c_keys, t_keys, replies)
 
     def _assemble(

@@ -13,15 +13,18 @@ Two executors compute the same statistics: :func:`batch_features` with SQL windo
 DuckDB over the whole history (the same SQL runs on Spark), and :func:`online_features` with
 NumPy over the short per-entity histories the online store keeps. Both hand the statistics to
 :func:`finalize`, the single place where features are defined from them. A parity test proves
-the executors agree to 1e-9.
+the executors agree to 1e-9. (For a single transaction, the online statistics and
+:func:`finalize` run on Python numbers instead of one-entry arrays, to the same bits: see
+:class:`_ScalarOps`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 import numpy as np
@@ -142,57 +145,93 @@ DEFAULT_SPEC: Final = FeatureSpec()
 
 @dataclasses.dataclass
 class WindowStats:
-    """Per-transaction inputs of :func:`finalize`; every array has one entry per transaction."""
+    """Per-transaction inputs of :func:`finalize`: every field holds one entry per transaction
+    (a NumPy array), or, for a single transaction, its value (a Python number)."""
 
-    time_us: np.ndarray  # int64, epoch microseconds (UTC)
-    amount: np.ndarray  # float64
+    time_us: Any  # int64, epoch microseconds (UTC)
+    amount: Any  # float64
     #: per customer window: count, sum and sum of squares of amounts (transaction included)
-    customer_count: dict[int, np.ndarray]
-    customer_sum: dict[int, np.ndarray]
-    customer_sumsq: dict[int, np.ndarray]
+    customer_count: dict[int, Any]
+    customer_sum: dict[int, Any]
+    customer_sumsq: dict[int, Any]
     #: per terminal window: known labels and known frauds
-    terminal_count: dict[int, np.ndarray]
-    terminal_frauds: dict[int, np.ndarray]
+    terminal_count: dict[int, Any]
+    terminal_frauds: dict[int, Any]
     #: largest amount in the recent window (transaction included)
-    customer_recent_max: np.ndarray
+    customer_recent_max: Any
     #: count and sum of amounts in the baseline window (t - 60d, t - 14d]
-    customer_baseline_count: np.ndarray
-    customer_baseline_sum: np.ndarray
+    customer_baseline_count: Any
+    customer_baseline_sum: Any
     #: the terminal's latest known label: when it became known (-1: none), and its value
     #: (1 if any transaction of that instant was fraud)
-    terminal_last_known_us: np.ndarray
-    terminal_last_label: np.ndarray
+    terminal_last_known_us: Any
+    terminal_last_label: Any
 
 
-def calendar_flags(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class _ArrayOps:
+    """What :func:`finalize` needs beyond arithmetic, on arrays (one entry per transaction)."""
+
+    where = staticmethod(np.where)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def ints(values: Any) -> Any:
+        return np.asarray(values).astype(np.int64)
+
+    @staticmethod
+    def floats(values: Any) -> Any:
+        return np.asarray(values).astype(np.float64)
+
+    @staticmethod
+    def ratios(num: list[Any], den: list[Any], default: float) -> Any:
+        """num[i] / den[i] row-wise (``default`` where den <= 0), in one vectorized call."""
+        numerator = np.array(num, dtype=np.float64)
+        denominator = np.array(den, dtype=np.float64)
+        out = np.full(numerator.shape, default, dtype=np.float64)
+        np.divide(numerator, denominator, out=out, where=denominator > 0)
+        return out
+
+
+class _ScalarOps:
+    """The same on Python numbers, for one transaction: a NumPy call on a one-entry array costs
+    ~1 us of overhead, and finalize makes ~45 of them. Python floats are IEEE doubles like
+    float64, and every operation used is correctly rounded in both, so results are equal
+    (tested)."""
+
+    sqrt = staticmethod(math.sqrt)
+    ints = staticmethod(int)
+    floats = staticmethod(float)
+
+    @staticmethod
+    def where(condition: Any, a: Any, b: Any) -> Any:
+        return a if condition else b
+
+    @staticmethod
+    def ratios(num: list[Any], den: list[Any], default: float) -> list[float]:
+        return [float(n) / d if d > 0 else default for n, d in zip(num, den, strict=True)]
+
+
+def calendar_flags(time_us: Any, ops: Any = _ArrayOps) -> tuple[Any, Any]:
     """(weekend, night) as int64 0/1: weekday >= 5 (Sat, Sun), hour <= 6."""
-    days = np.floor_divide(time_us, US_PER_DAY)
+    days = time_us // US_PER_DAY
     weekday = (days + _EPOCH_WEEKDAY) % 7
-    hour = np.floor_divide(time_us, US_PER_HOUR) % 24
-    return (weekday >= 5).astype(np.int64), (hour <= NIGHT_LAST_HOUR).astype(np.int64)
+    hour = (time_us // US_PER_HOUR) % 24
+    return ops.ints(weekday >= 5), ops.ints(hour <= NIGHT_LAST_HOUR)
 
 
-def _safe_ratios(num: list[np.ndarray], den: list[np.ndarray], default: float) -> np.ndarray:
-    """num[i] / den[i] row-wise (``default`` where den <= 0), in one vectorized call: for one
-    request, per-call overhead, not arithmetic, is the cost."""
-    numerator = np.array(num, dtype=np.float64)
-    denominator = np.array(den, dtype=np.float64)
-    out = np.full(numerator.shape, default, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
-def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, np.ndarray]:
-    """Features from window statistics: the single definition both executors use."""
-    weekend, night = calendar_flags(stats.time_us)
-    out: dict[str, np.ndarray] = {
-        c.TX_AMOUNT: stats.amount.astype(np.float64),
+def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+    """Features from window statistics: the single definition both executors use. Arrays in,
+    arrays out; for one transaction given as Python numbers, Python numbers out."""
+    ops: Any = _ArrayOps if isinstance(stats.time_us, np.ndarray) else _ScalarOps
+    weekend, night = calendar_flags(stats.time_us, ops)
+    out: dict[str, Any] = {
+        c.TX_AMOUNT: ops.floats(stats.amount),
         "TX_DURING_WEEKEND": weekend,
         "TX_DURING_NIGHT": night,
     }
     c_win, t_win = spec.customer_windows_days, spec.terminal_windows_days
     n, r = spec.spread_window_days, spec.recent_days
-    first = _safe_ratios(
+    first = ops.ratios(
         [
             *(stats.customer_sum[w] for w in c_win),
             *(stats.terminal_frauds[w] for w in t_win),
@@ -211,12 +250,12 @@ def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, 
     risk = dict(zip(t_win, first[len(c_win) : len(c_win) + len(t_win)], strict=True))
     mean_square, baseline = first[-2], first[-1]
     for w in c_win:
-        out[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = stats.customer_count[w].astype(np.int64)
+        out[f"CUSTOMER_ID_NB_TX_{w}DAY_WINDOW"] = ops.ints(stats.customer_count[w])
         out[f"CUSTOMER_ID_AVG_AMOUNT_{w}DAY_WINDOW"] = mean[w]
     for w in t_win:
-        out[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = stats.terminal_count[w].astype(np.int64)
+        out[f"TERMINAL_ID_NB_TX_{w}DAY_WINDOW"] = ops.ints(stats.terminal_count[w])
         out[f"TERMINAL_ID_RISK_{w}DAY_WINDOW"] = risk[w]
-    second = _safe_ratios(
+    second = ops.ratios(
         [*(stats.amount for _ in c_win), stats.customer_recent_max, mean[r]],
         [*(mean[w] for w in c_win), baseline, baseline],
         1.0,
@@ -227,17 +266,15 @@ def finalize(stats: WindowStats, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, 
     # transactions) as zero spread, where the z-score is defined as 0.
     variance = mean_square - mean[n] * mean[n]
     spread = (stats.customer_count[n] > 1) & (variance > 1e-9 * (mean[n] * mean[n] + 1.0))
-    std = np.sqrt(np.where(spread, variance, 1.0))
-    out[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = np.where(
+    std = ops.sqrt(ops.where(spread, variance, 1.0))
+    out[f"CUSTOMER_ID_AMOUNT_ZSCORE_{n}DAY_WINDOW"] = ops.where(
         spread, (stats.amount - mean[n]) / std, 0.0
     )
     out[f"CUSTOMER_ID_MAX_AMOUNT_{r}DAY_RATIO_LAGGED"] = second[-2]
     out[f"CUSTOMER_ID_AVG_AMOUNT_{r}DAY_RATIO_LAGGED"] = second[-1]
     known = stats.terminal_last_known_us >= 0
-    out["TERMINAL_ID_LAST_KNOWN_LABEL"] = np.where(known, stats.terminal_last_label, 0).astype(
-        np.int64
-    )
-    out["TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] = np.where(
+    out["TERMINAL_ID_LAST_KNOWN_LABEL"] = ops.ints(ops.where(known, stats.terminal_last_label, 0))
+    out["TERMINAL_ID_DAYS_SINCE_LAST_KNOWN_LABEL"] = ops.where(
         known,
         (stats.time_us - stats.terminal_last_known_us) / US_PER_DAY,
         float(max(spec.terminal_windows_days)),
@@ -517,73 +554,98 @@ def _time_sorted(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.
     return times[order], values[order]
 
 
+def _request_stats(
+    req: OnlineRequest, ch: CustomerHistory, th: TerminalHistory, spec: FeatureSpec
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """One request's window statistics as Python numbers: (ints, floats), in the order
+    :func:`online_stats` unpacks them."""
+    t, amount = req.time_us, req.amount
+    n_c = len(spec.customer_windows_days)
+    # customer: one sorted pass; sums as differences of prefix sums (Python numbers from here:
+    # indexing a NumPy array gives NumPy scalars, which are slower to compute with)
+    times, amounts = _time_sorted(ch.time_us, ch.amount)
+    edges = np.searchsorted(times, t - spec.customer_offsets_us, side="right").tolist()
+    seen = edges[-1]  # events at or before t
+    prefix = np.empty(len(amounts) + 1)
+    prefix[0] = 0.0
+    np.cumsum(amounts, out=prefix[1:])
+    sums = prefix.take(edges).tolist()
+    spread_lo = edges[spec.customer_windows_days.index(spec.spread_window_days)]
+    window = amounts[spread_lo:seen]
+    recent = amounts[edges[n_c] : seen]
+    recent_max = max(amount, float(recent.max())) if len(recent) else amount
+    # terminal: labels sorted by the time they become known
+    available, fraud = _time_sorted(th.available_us, th.fraud)
+    t_edges = np.searchsorted(available, t - spec.terminal_offsets_us, side="right").tolist()
+    known = t_edges[-1]
+    frauds = np.empty(len(fraud) + 1, np.int64)
+    frauds[0] = 0
+    np.cumsum(fraud, out=frauds[1:])
+    fraud_sums = frauds.take(t_edges).tolist()
+    last_known, last_label = -1, 0
+    if known > t_edges[-2]:  # a label known within the horizon: the latest instant's
+        last_known = int(available[known - 1])
+        first = int(np.searchsorted(available, last_known, side="left"))
+        last_label = int(fraud[first:known].max())
+    n_t = len(spec.terminal_windows_days)
+    ints = (
+        t,
+        *(seen - lo + 1 for lo in edges[:n_c]),
+        *(known - lo for lo in t_edges[:n_t]),
+        *(fraud_sums[-1] - f for f in fraud_sums[:n_t]),
+        edges[n_c + 2] - edges[n_c + 1],
+        last_known,
+        last_label,
+    )
+    floats = (
+        amount,
+        *(sums[-1] - lo + amount for lo in sums[:n_c]),
+        float(window @ window) + amount**2,
+        recent_max,
+        sums[n_c + 2] - sums[n_c + 1],
+    )
+    return ints, floats
+
+
 def online_stats(
     requests: Sequence[OnlineRequest],
     customers: Sequence[CustomerHistory],
     terminals: Sequence[TerminalHistory],
     spec: FeatureSpec = DEFAULT_SPEC,
 ) -> WindowStats:
-    """Window statistics for requests, given each request's customer and terminal history.
+    """Window statistics for requests, given each request's customer and terminal history;
+    for a single request as Python numbers (see :class:`WindowStats`).
 
     Histories are as of before the request; a customer event with a later time (a request that
     arrived late) is not counted, like in batch.
     """
-    k = len(requests)
-    spread = spec.spread_window_days
-    stats = WindowStats(
-        time_us=np.fromiter((r.time_us for r in requests), np.int64, k),
-        amount=np.fromiter((r.amount for r in requests), np.float64, k),
-        customer_count={n: np.empty(k, np.int64) for n in spec.customer_windows_days},
-        customer_sum={n: np.empty(k, np.float64) for n in spec.customer_windows_days},
-        customer_sumsq={spread: np.empty(k, np.float64)},
-        terminal_count={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
-        terminal_frauds={n: np.empty(k, np.int64) for n in spec.terminal_windows_days},
-        customer_recent_max=np.empty(k, np.float64),
-        customer_baseline_count=np.empty(k, np.int64),
-        customer_baseline_sum=np.empty(k, np.float64),
-        terminal_last_known_us=np.empty(k, np.int64),
-        terminal_last_label=np.empty(k, np.int64),
+    rows = [
+        _request_stats(req, ch, th, spec)
+        for req, ch, th in zip(requests, customers, terminals, strict=True)
+    ]
+    c_win, t_win = spec.customer_windows_days, spec.terminal_windows_days
+    n_c, n_t = len(c_win), len(t_win)
+    ints: Any
+    floats: Any
+    if len(rows) == 1:
+        ints, floats = rows[0]
+    else:  # one row per statistic
+        ints = np.array([r[0] for r in rows], np.int64).reshape(-1, 4 + n_c + 2 * n_t).T.copy()
+        floats = np.array([r[1] for r in rows], np.float64).reshape(-1, 4 + n_c).T.copy()
+    return WindowStats(
+        time_us=ints[0],
+        amount=floats[0],
+        customer_count=dict(zip(c_win, ints[1 : 1 + n_c], strict=True)),
+        customer_sum=dict(zip(c_win, floats[1 : 1 + n_c], strict=True)),
+        customer_sumsq={spec.spread_window_days: floats[1 + n_c]},
+        terminal_count=dict(zip(t_win, ints[1 + n_c : 1 + n_c + n_t], strict=True)),
+        terminal_frauds=dict(zip(t_win, ints[1 + n_c + n_t : 1 + n_c + 2 * n_t], strict=True)),
+        customer_recent_max=floats[2 + n_c],
+        customer_baseline_count=ints[1 + n_c + 2 * n_t],
+        customer_baseline_sum=floats[3 + n_c],
+        terminal_last_known_us=ints[2 + n_c + 2 * n_t],
+        terminal_last_label=ints[3 + n_c + 2 * n_t],
     )
-    # Window edges as offsets back from t; each window is (t - offset, t] (or (t - a, t - b]).
-    c_offsets, t_offsets = spec.customer_offsets_us, spec.terminal_offsets_us
-    n_c = len(spec.customer_windows_days)
-    for i, (req, ch, th) in enumerate(zip(requests, customers, terminals, strict=True)):
-        t = req.time_us
-        # customer: one sorted pass; sums as differences of prefix sums
-        times, amounts = _time_sorted(ch.time_us, ch.amount)
-        edges = np.searchsorted(times, t - c_offsets, side="right")
-        seen = int(edges[-1])  # events at or before t
-        prefix = np.concatenate(([0.0], np.cumsum(amounts)))
-        for j, n in enumerate(spec.customer_windows_days):
-            lo = int(edges[j])
-            stats.customer_count[n][i] = seen - lo + 1
-            stats.customer_sum[n][i] = prefix[seen] - prefix[lo] + req.amount
-            if n == spread:
-                window = amounts[lo:seen]
-                stats.customer_sumsq[n][i] = float(window @ window) + req.amount**2
-        lo = int(edges[n_c])
-        stats.customer_recent_max[i] = max(req.amount, float(amounts[lo:seen].max(initial=-np.inf)))
-        lo, hi = int(edges[n_c + 1]), int(edges[n_c + 2])
-        stats.customer_baseline_count[i] = hi - lo
-        stats.customer_baseline_sum[i] = prefix[hi] - prefix[lo]
-        # terminal: labels sorted by the time they become known
-        available, fraud = _time_sorted(th.available_us, th.fraud)
-        edges = np.searchsorted(available, t - t_offsets, side="right")
-        known = int(edges[-1])
-        frauds = np.concatenate(([0], np.cumsum(fraud)))
-        for j, n in enumerate(spec.terminal_windows_days):
-            lo = int(edges[j])
-            stats.terminal_count[n][i] = known - lo
-            stats.terminal_frauds[n][i] = int(frauds[known] - frauds[lo])
-        if known > int(edges[-2]):  # a label known within the horizon: the latest instant's
-            latest = int(available[known - 1])
-            first = int(np.searchsorted(available, latest, side="left"))
-            stats.terminal_last_known_us[i] = latest
-            stats.terminal_last_label[i] = int(fraud[first:known].max())
-        else:
-            stats.terminal_last_known_us[i] = -1
-            stats.terminal_last_label[i] = 0
-    return stats
 
 
 def online_features(
@@ -592,8 +654,12 @@ def online_features(
     terminals: Sequence[TerminalHistory],
     spec: FeatureSpec = DEFAULT_SPEC,
 ) -> dict[str, np.ndarray]:
-    """Features of scoring requests, computed exactly like :func:`batch_features`."""
-    return finalize(online_stats(requests, customers, terminals, spec), spec)
+    """Features of scoring requests, computed exactly like :func:`batch_features`: one array
+    entry per request."""
+    features = finalize(online_stats(requests, customers, terminals, spec), spec)
+    if len(requests) == 1:
+        return {name: np.array([value]) for name, value in features.items()}
+    return features
 
 
 def feature_matrix(features: dict[str, np.ndarray], spec: FeatureSpec = DEFAULT_SPEC) -> np.ndarray:

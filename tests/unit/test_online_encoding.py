@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,6 +52,31 @@ def test_histories_round_trip(times: list[int], data: st.DataObject) -> None:
     )
     assert terminal.available_us.tolist() == times
     assert terminal.fraud.tolist() == fraud
+
+
+@given(st.lists(st.floats(), max_size=20), st.integers(0, 2))
+def test_amounts_in_any_valid_encoding_decode_like_protobuf(values: list[float], form: int) -> None:
+    """Canonical amounts are read in place; unpacked entries, a field after the list, or a
+    longer length prefix go through protobuf, with the same values."""
+    entries = b"".join(b"\x09" + struct.pack("<d", v) for v in values)  # unpacked fixed64
+    packed = struct.pack(f"<{len(values)}d", *values)
+    inner = [
+        b"\x0a" + _varint(len(packed)) + packed,  # canonical
+        entries,
+        b"\x0a" + _varint(len(packed)) + packed,
+    ][form]
+    raw = b"z" + _varint(len(inner)) + inner + (b"\x08\x01" if form == 2 else b"")
+    expected = list(ValueProto.FromString(raw).double_list_val.val)
+    decoded = decode_customer(*encode_customer(CustomerHistory.empty())[:1], raw, b"b\x00")
+    assert np.array_equal(decoded.amount, np.array(expected), equal_nan=True)
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while value >= 0x80:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
 
 
 def test_merge_skips_known_ids_and_trims_to_the_horizon() -> None:
