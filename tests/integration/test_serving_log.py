@@ -7,9 +7,11 @@ import time
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from feature_store.transforms import DEFAULT_SPEC
+from inference import log as inference_log
 from inference.log import InferenceLog
 from inference.schema import Transaction
 from inference.scoring import ScoredBatch
@@ -64,11 +66,11 @@ def test_rotation_by_time(serving_model, online_store, server_factory, tmp_path,
     assert server.process.poll() is None
 
 
-def batch(n: int, logged_at_us: int) -> ScoredBatch:
+def batch(n: int, logged_at_us: int, first: int = 0) -> ScoredBatch:
     features = {name: np.arange(n, dtype=np.float64) for name in DEFAULT_SPEC.features}
     return ScoredBatch(
         transactions=[Transaction(f"t{i}", 1_527_000_000_000_000 + i, "c", "t", 1.0)
-                      for i in range(n)],
+                      for i in range(first, first + n)],
         request_ids=["r"] * n,
         features=features,
         scores=np.full(n, 0.5),
@@ -101,3 +103,44 @@ def test_failed_writes_keep_the_rows_until_a_write_succeeds(tmp_path, read_log):
     assert (table["model_version"] == 3).all() and (table["decision"] == "fraud").all()
     with pytest.raises(RuntimeError, match="closed"):
         log.append(batch(1, logged_at))
+
+
+def test_row_groups_written_ahead_then_a_failed_rotation_lose_nothing(
+    tmp_path, read_log, monkeypatch
+):
+    """The writer thread writes full row groups ahead of the rotation; when completing the file
+    fails, the partial file is removed and every row stays buffered; the next file holds every
+    row once, in order, in row groups of at least the size."""
+    monkeypatch.setattr(inference_log, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(inference_log, "PREPARE_EVERY_S", 3600)  # the test drives _prepare
+    log = InferenceLog(tmp_path, feature_names=DEFAULT_SPEC.features, model_name="fraud",
+                       rotate_rows=10_000, rotate_seconds=3600)
+    logged_at = 1_700_000_000_000_000
+    for k in range(5):
+        log.append(batch(5, logged_at, first=5 * k))
+    log._prepare()
+    assert log._buffer.written == 4  # batches 0-1 and 2-3; batch 4 alone is too small
+    assert len(list(tmp_path.rglob("*.tmp"))) == 1
+
+    real = log.fs
+
+    class FailingMove:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def move(self, *args):
+            raise OSError("no space left on device")
+
+    log.fs = FailingMove()
+    assert log.flush() == 0
+    assert log.buffered_rows == 25
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.parquet"))
+    log.fs = real
+    log.append(batch(2, logged_at, first=25))
+    assert log.close() == 27
+    files = list(tmp_path.rglob("*.parquet"))
+    assert len(files) == 1
+    groups = pq.ParquetFile(files[0]).metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [10, 10, 7]
+    assert read_log(tmp_path)[c.TRANSACTION_ID].tolist() == [f"t{i}" for i in range(27)]
+    assert not list(tmp_path.rglob("*.tmp"))
