@@ -38,14 +38,12 @@ def varint_sizes(values: np.ndarray) -> np.ndarray:
 def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated varint encodings of ``values`` (int64 as two's complement) and sizes."""
     v = values.astype(np.int64, copy=False).view(np.uint64)
+    if len(v):
+        # sizes grow with the (unsigned) value: equal at both ends, equal for all
+        smallest, largest = varint_sizes(np.array([v.min(), v.max()], np.uint64)).tolist()
+        if smallest == largest <= 8:  # timestamps, flags
+            return _fixed_width_varints(v, largest), np.full(len(v), largest, np.int64)
     sizes = varint_sizes(v)
-    width = int(sizes.max(initial=0))
-    if len(v) and int(sizes.min()) == width:  # one size for all (timestamps): no masks
-        table = np.empty((len(v), width), dtype=np.uint8)
-        for k in range(width):
-            byte = (v >> np.uint64(7 * k)) & np.uint64(0x7F)
-            table[:, k] = byte | np.uint64(0x80 if k < width - 1 else 0)
-        return table.ravel(), sizes
     out = np.empty(int(sizes.sum()), dtype=np.uint8)
     starts = np.cumsum(sizes) - sizes
     for k in range(int(sizes.max(initial=0))):
@@ -54,6 +52,18 @@ def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         more = (sizes[has] > k + 1).astype(np.uint8) << 7
         out[starts[has] + k] = byte | more
     return out, sizes
+
+
+def _fixed_width_varints(v: np.ndarray, width: int) -> np.ndarray:
+    """Varints of ``width`` (<= 8) bytes each: the 7-bit groups of every value spread to
+    one byte each within a uint64 (little-endian), continuation bits set, then the first
+    ``width`` bytes of each kept."""
+    spread = v & np.uint64(0x7F)
+    for k in range(1, width):
+        spread |= (v & np.uint64(0x7F << 7 * k)) << np.uint64(k)
+    spread |= np.uint64(int.from_bytes(b"\x80" * (width - 1), "little"))
+    as_bytes = spread.astype("<u8", copy=False).view(np.uint8).reshape(-1, 8)
+    return as_bytes[:, :width].ravel() if width < 8 else as_bytes.ravel()
 
 
 _LONG_RUN = 64
@@ -137,10 +147,14 @@ def encode_string_lists(column: pa.Array | pa.ChunkedArray) -> list[bytes]:
     lengths = np.diff(bounds)
     if int(lengths.max(initial=0)) < 128:  # short strings (ids): a 2-byte header each
         element_sizes = 2 + lengths
-        headers = np.empty(2 * len(lengths), dtype=np.uint8)
-        headers[0::2] = _VAL
-        headers[1::2] = lengths
-        elements = np.insert(data, np.repeat(bounds[:-1] - bounds[0], 2), headers)
+        starts = np.cumsum(element_sizes) - element_sizes
+        elements = np.empty(int(element_sizes.sum()), dtype=np.uint8)
+        header = np.zeros(len(elements), dtype=bool)
+        header[starts] = True
+        header[starts + 1] = True
+        elements[starts] = _VAL
+        elements[starts + 1] = lengths
+        elements[~header] = data
     else:
         length_bytes, length_sizes = varints(lengths)
         element_sizes = 1 + length_sizes + lengths

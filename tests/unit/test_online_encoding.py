@@ -127,3 +127,22 @@ def test_vectorized_encoding_of_timestamps_matches_protobuf() -> None:
     ]
     got = encode_int64_lists(pa.array(rows, pa.list_(pa.int64())))
     assert got == [Value(int64_list_val=Int64List(val=r)).SerializeToString() for r in rows]
+
+
+@pytest.mark.parametrize("width", range(1, 11))
+def test_vectorized_varints_of_one_width_match_protobuf(width: int) -> None:
+    """Values whose varints all take ``width`` bytes (the fixed-width path up to 8), at both
+    edges of the width and in between; 9 and 10 bytes take the general path."""
+    from feast.protos.feast.types.Value_pb2 import Int64List, Value
+
+    from feature_store.wire import encode_int64_lists
+
+    low, high = (0 if width == 1 else 1 << 7 * (width - 1)), (1 << 7 * width) - 1
+    if width == 10:  # negative int64s: two's complement, 10 bytes
+        low, high = -(2**63), -1
+    high = min(high, 2**63 - 1)
+    rng = np.random.default_rng(width)
+    middle = rng.integers(low, high, 50, endpoint=True).tolist()
+    rows = [[low, high], middle, [high] * 3, []]
+    got = encode_int64_lists(pa.array(rows, pa.list_(pa.int64())))
+    assert got == [Value(int64_list_val=Int64List(val=r)).SerializeToString() for r in rows]
