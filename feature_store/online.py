@@ -20,6 +20,7 @@ import functools
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -448,17 +449,25 @@ def _status(found: bool, stored_us: int, at_us: int, ttl_us: int) -> Status:
     return Status.PRESENT
 
 
+def _give_back(pool: redis.ConnectionPool, taken: list[Any]) -> None:
+    for connection in taken:
+        pool.release(connection)
+
+
 class DirectConnection:
     """Pipelined commands on one connection of ``client``'s pool per thread, sent and read
     without the pool's per-call bookkeeping: redis-py 7 spends ~30 us per pipeline checking a
     connection out and back in (a poll for stray data included) and in observability hooks,
     about as long as the whole round trip on 127.0.0.1. The connection keeps the pool's
     settings (timeouts, address); any error closes it, so it never holds half a reply, and the
-    next call reconnects. Nothing is retried. ``client.close()`` closes it too."""
+    next call reconnects. Nothing is retried. ``client.close()`` closes it too; the connections
+    go back to the pool when this object is garbage-collected."""
 
     def __init__(self, client: redis.Redis):
         self._pool = client.connection_pool
         self._local = threading.local()
+        self._taken: list[Any] = []
+        weakref.finalize(self, _give_back, self._pool, self._taken)
 
     def exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         local = self._local
@@ -466,6 +475,7 @@ class DirectConnection:
         if connection is None or local.pid != os.getpid():
             connection = local.connection = self._pool.get_connection()
             local.pid = os.getpid()
+            self._taken.append(connection)
         try:
             connection.send_packed_command(connection.pack_commands(commands), check_health=False)
             return [connection.read_response() for _ in commands]
