@@ -9,12 +9,12 @@ request_id, logged_at``.
 Files are ``<root>/date=YYYY-MM-DD/part-<UTC time>-<host>-<pid>-<seq>.parquet`` (hive
 partitioning by logging day). ``root`` is a local folder or any URI pyarrow's file systems
 understand (``s3://bucket/prefix``, ``gs://...``) on a cluster. A background thread starts a new
-file after ``rotate_rows`` rows or ``rotate_seconds`` seconds, whichever comes first, and builds
-each row group as soon as it is full, so that a rotation mostly writes (without the GIL); local
-files appear atomically (written under a temporary name, then renamed). :meth:`InferenceLog.close`
-— called on graceful shutdown — writes whatever is buffered, so nothing scored is lost. A
-failed write keeps the rows buffered and is retried; only beyond ``max_buffered_rows`` are the
-oldest rows dropped (and counted).
+file after ``rotate_rows`` rows or ``rotate_seconds`` seconds, whichever comes first, and writes
+each row group to the open file as soon as it is full, so that a rotation only writes the last
+one and closes the file; local files appear atomically (written under a temporary name, then
+renamed). :meth:`InferenceLog.close` — called on graceful shutdown — writes whatever is
+buffered, so nothing scored is lost. A failed write keeps the rows buffered and is retried;
+only beyond ``max_buffered_rows`` are the oldest rows dropped (and counted).
 """
 
 from __future__ import annotations
