@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data/fraud
 PYTEST_ARGS ?=
-PACKAGES := vigil components pipelines inference feature_store monitoring
+# Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
+TEST_PROGRAMS := promtool=prometheus redis-server=redis-server
+PACKAGES := vigil feature_store components inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help
 
@@ -26,16 +28,21 @@ setup: $(VENV)/.installed ## Create .venv and install Vigil with its dev extras 
 
 .PHONY: demo
 demo: setup ## Simulate data, run the training pipeline locally, serve the model and score examples.
-	$(BIN)/python -m vigil.demo --data $(DATA)
+	$(BIN)/python -m vigil_cli.demo --data $(DATA)
+
+.PHONY: system-packages
+system-packages: ## Install the Debian packages the tests need (apt-get, as root), when missing.
+	@scripts/system-packages.sh $(TEST_PROGRAMS)
 
 .PHONY: test
-test: setup ## Run the full test suite (unit, integration, e2e) — what CI runs.
+test: setup system-packages ## Run the full test suite (unit, integration, e2e) — what CI runs.
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: setup ## ruff and mypy.
+lint: setup ## ruff, mypy and the layer contract (import-linter).
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(wildcard $(PACKAGES))
+	$(BIN)/lint-imports
 
 .PHONY: compile
 compile: setup ## Recompile the KFP pipelines into their committed YAML.

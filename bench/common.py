@@ -83,7 +83,7 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 def handbook_data() -> Path:
     """The handbook-size simulated data set (5,000 customers, 10,000 terminals, 183 days),
     simulated once into DATA/sim_full and reused."""
-    from vigil.simulate import SimulationConfig, simulate, write_daily
+    from vigil.data.simulate import SimulationConfig, simulate, write_daily
 
     folder = DATA / "sim_full"
     if not (folder / "2018-09-30.parquet").exists():

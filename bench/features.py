@@ -16,7 +16,7 @@ import pandas as pd
 
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
-from vigil.ingest import read_transactions
+from vigil.data.ingest import read_transactions
 
 TARGET_SECONDS = 10.0
 

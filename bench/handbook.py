@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import DATA
-from vigil import benchmark_handbook as bh
-from vigil.ingest import read_transactions
-from vigil.simulate import SimulationConfig, simulate, write_daily
+from vigil.data.ingest import read_transactions
+from vigil.data.simulate import SimulationConfig, simulate, write_daily
+from vigil_cli import handbook as bh
 
 log = logging.getLogger(__name__)
 

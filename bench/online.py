@@ -24,9 +24,9 @@ from feature_store.online import FeastHistories, RedisHistories
 from feature_store.store import open_store
 from feature_store.transforms import OnlineRequest, online_features, online_requests
 from vigil import contract as c
-from vigil.config import Settings
-from vigil.ingest import read_transactions
+from vigil.data.ingest import read_transactions
 from vigil.process import tune_garbage_collector
+from vigil.settings import Settings
 
 READS = 3_000
 #: Loads of the same snapshot per writer (the first into empty keys); the median is reported.

@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 from bench.common import DATA, handbook_data
-from components.results import COMPARABLE_METRICS
-from pipelines.fraud_training import FraudTrainingParams
-from vigil.config import load_settings
-from vigil.pipeline_local import print_progress, run_local
+from pipelines.local import print_progress, run_local
+from pipelines.params import FraudTrainingParams
+from vigil.evaluation.metrics import METRICS
+from vigil.settings import load_settings
 
 TARGET_SECONDS = 300
 TEST_END = "2018-08-14"
@@ -37,7 +37,6 @@ def main() -> dict[str, Any]:
     summary = run_local(
         FraudTrainingParams(transactions=str(data), test_end=TEST_END),
         settings=settings,
-        config_path=config,
         progress=print_progress(),
     )
     total = time.perf_counter() - t0
@@ -62,7 +61,7 @@ def main() -> dict[str, Any]:
     rows += [
         {"what": f"test week {ev.data.windows.test_start} .. {ev.data.windows.test_end}: {key}",
          "vigil": round(ev.metrics[key], 3)}
-        for key in COMPARABLE_METRICS
+        for key in METRICS
     ]
     return {
         "transactions": ev.data.rows,
@@ -74,7 +73,7 @@ def main() -> dict[str, Any]:
             for s in summary.steps
         ],
         "seconds": round(total, 1),
-        "metrics": {k: ev.metrics[k] for k in COMPARABLE_METRICS},
+        "metrics": {k: ev.metrics[k] for k in METRICS},
         "registration": summary.registration.to_dict(),
         "summary": rows,
         "targets_met": total <= TARGET_SECONDS,

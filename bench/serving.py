@@ -186,8 +186,8 @@ def stock_server(config: str, port: int) -> None:
     from feature_store.transforms import OnlineRequest, online_features
     from inference.app import LocalModelServer, LocalRESTServer
     from vigil import contract as c
-    from vigil.config import load_settings
     from vigil.registry import Registry
+    from vigil.settings import load_settings
 
     settings = load_settings(config)
     loaded = Registry.from_settings(settings).load_model("fraud")
@@ -234,11 +234,12 @@ def _prepare(home: Path, project: str) -> tuple[Path, list[str], dict[str, Any]]
     import yaml
 
     from bench.common import handbook_data
+    from feature_store.jobs import featurize, materialize
+    from feature_store.transforms import DEFAULT_SPEC
     from vigil import contract as c
-    from vigil.config import load_settings
-    from vigil.features import featurize, materialize
-    from vigil.ingest import read_transactions
+    from vigil.data.ingest import read_transactions
     from vigil.registry import Registry
+    from vigil.settings import load_settings
     from vigil.training import train_lightgbm
 
     tx = read_transactions(handbook_data()).frame
@@ -253,7 +254,7 @@ def _prepare(home: Path, project: str) -> tuple[Path, list[str], dict[str, Any]]
     features, _ = featurize(window, None, settings=settings, cutoff=cutoff.to_pydatetime())
     train = features[(features[c.TX_DATETIME] <= cutoff)
                      & (features[c.TX_DATETIME] > cutoff - pd.Timedelta(days=7))]
-    trained = train_lightgbm(train, num_boost_round=100)
+    trained = train_lightgbm(train, num_boost_round=100, feature_names=DEFAULT_SPEC.features)
     Registry.from_settings(settings).register_model(
         trained.booster, name="fraud", threshold=0.5, feature_service="fraud_v1",
         data_range=(cutoff.date() - timedelta(days=7), cutoff.date()),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from vigil.simulate import (
+from vigil.data.simulate import (
     BOOK_SCENARIOS,
     BOOK_TRANSACTIONS,
     SimulationConfig,

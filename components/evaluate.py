@@ -20,16 +20,16 @@ import numpy as np
 import pandas as pd
 
 from components.gate import check_metric, decide
-from components.results import COMPARABLE_METRICS, ChampionScores, DataSummary, Evaluation
+from components.results import ChampionScores, DataSummary, Evaluation
 from components.runtime import say
-from components.train import MODEL_FILE, TrainingResult
+from components.train import TrainingResult
 from components.windows import DELAY, FIT, SPLIT_COLUMN, TEST, VALID
 from vigil import contract as c
-from vigil.config import Settings
 from vigil.errors import DataError, RegistryError
-from vigil.evaluation.metrics import SCORE_COLUMN, drop_known_compromised, evaluate
+from vigil.evaluation.metrics import METRICS, SCORE_COLUMN, drop_known_compromised, evaluate
 from vigil.evaluation.report import REPORT_HTML, write_evaluation_report
-from vigil.registry import CHAMPION, LoadedModel, Registry
+from vigil.registry import CHAMPION, MODEL_FILE, LoadedModel, Registry
+from vigil.settings import Settings
 
 STEP = "evaluate"
 _RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
@@ -116,7 +116,7 @@ def evaluate_model(
     }
     if champion is not None:
         report_metrics["champion_version"] = champion.version
-        for key in COMPARABLE_METRICS:
+        for key in METRICS:
             report_metrics[f"champion_{key}"] = champion.metrics[key]
     report_metrics["decision"] = gate.decision
     report_metrics["reason"] = gate.reason
@@ -150,10 +150,10 @@ def evaluate_model(
 
 def ui_metrics(evaluation: Evaluation) -> dict[str, float]:
     """Scalars for KFP's metrics view: the candidate's, and the champion's prefixed."""
-    out = {key: evaluation.metrics[key] for key in COMPARABLE_METRICS}
+    out: dict[str, float] = {key: evaluation.metrics[key] for key in METRICS}
     if evaluation.champion is not None:
         out["champion_version"] = float(evaluation.champion.version)
-        out.update({f"champion_{k}": evaluation.champion.metrics[k] for k in COMPARABLE_METRICS})
+        out.update({f"champion_{k}": evaluation.champion.metrics[k] for k in METRICS})
     out["registered"] = 0.0 if evaluation.decision == "rejected" else 1.0
     return out
 
@@ -163,4 +163,4 @@ def _predict(booster: lightgbm.Booster, frame: pd.DataFrame, names: list[str]) -
 
 
 def _format(metrics: Mapping[str, float]) -> str:
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in COMPARABLE_METRICS)
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in METRICS)

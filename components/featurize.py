@@ -2,7 +2,7 @@
 
 * The features of every transaction (one definition, :mod:`feature_store.transforms`) and the
   history snapshots go to the offline store under the settings' home
-  (:func:`vigil.features.featurize`).
+  (:func:`feature_store.jobs.featurize`).
 * The rows of the training and test windows are then read back through Feast's historical
   retrieval of the feature service ``fraud_v1`` (:func:`feature_store.offline.training_set`):
   the training set is what the feature store serves, point in time, not a side copy.
@@ -22,19 +22,19 @@ import pandas as pd
 from components.results import DataSummary
 from components.runtime import say
 from components.windows import DELAY, FIT, SPLIT_COLUMN, SPLITS, TEST, VALID, WindowSpec
+from feature_store.jobs import featurize
 from feature_store.offline import training_set
 from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC
 from vigil import contract as c
-from vigil.config import Settings
+from vigil.data.ingest import read_transactions
 from vigil.errors import DataError
-from vigil.features import featurize
-from vigil.ingest import read_transactions
+from vigil.settings import Settings
 
 STEP = "featurize"
 FEATURE_SERVICE = "fraud_v1"
 #: Columns every dataset row carries besides the features.
-KEY_COLUMNS = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TERMINAL_ID, c.TX_TIME_DAYS)
+DATASET_KEYS = (*c.KEY_COLUMNS, c.TX_TIME_DAYS)
 
 
 def featurize_data(
@@ -81,7 +81,7 @@ def featurize_data(
             SPLIT_COLUMN: DELAY,
         }
     )
-    columns = [*KEY_COLUMNS, *DEFAULT_SPEC.features, c.TX_FRAUD, SPLIT_COLUMN]
+    columns = [*DATASET_KEYS, *DEFAULT_SPEC.features, c.TX_FRAUD, SPLIT_COLUMN]
     out = pd.concat([frame[columns], delay_rows], ignore_index=True)[columns]
     out = out.sort_values([c.TX_DATETIME], kind="stable").reset_index(drop=True)
 

@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping
 
 from components.results import (
-    COMPARABLE_METRICS,
     REJECTED,
     ChampionScores,
     Decision,
@@ -24,6 +23,7 @@ from components.results import (
 )
 from components.runtime import say
 from vigil.errors import ConfigError
+from vigil.evaluation.metrics import METRICS
 
 REFUSAL_STEP = "not-registered"
 
@@ -35,8 +35,8 @@ class Gate:
 
 
 def check_metric(metric: str) -> str:
-    if metric not in COMPARABLE_METRICS:
-        raise ConfigError(f"comparison metric {metric!r}: choose one of {list(COMPARABLE_METRICS)}")
+    if metric not in METRICS:
+        raise ConfigError(f"comparison metric {metric!r}: choose one of {list(METRICS)}")
     return metric
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from components.evaluate import current_champion
 from components.results import Evaluation, Registration
 from components.runtime import say
-from components.train import MODEL_FILE, TRAINING_FILE, TrainingResult
-from vigil.config import Settings
+from components.train import TRAINING_FILE, TrainingResult
 from vigil.errors import ConfigError
-from vigil.registry import CHALLENGER, CHAMPION, Alias, Registry
+from vigil.registry import CHALLENGER, CHAMPION, MODEL_FILE, Alias, Registry
+from vigil.settings import Settings
 
 STEP = "register"
 

@@ -15,8 +15,6 @@ from typing import Any, Final, Literal
 from components.windows import SPLITS, EvaluationWindows
 from vigil.errors import VigilError
 
-#: Metrics the gate may compare (the registry's ``models list`` shows the same names).
-COMPARABLE_METRICS: Final = ("auc_roc", "average_precision", "card_precision_at_100")
 #: Where the decision sends a candidate: an alias, or nowhere.
 REJECTED: Final = "rejected"
 Decision = Literal["champion", "challenger", "rejected"]

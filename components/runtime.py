@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from vigil.config import Settings, load_settings
 from vigil.errors import ConfigError, VigilError
+from vigil.settings import Settings, load_settings
 
 PROGRESS_PREFIX: Final = "[vigil]"
 EVENT_PREFIX: Final = "::vigil-event::"

@@ -24,10 +24,10 @@ from feature_store.transforms import DEFAULT_SPEC
 from vigil import contract as c
 from vigil.errors import ConfigError, DataError
 from vigil.evaluation.metrics import auc_roc, average_precision, choose_threshold
+from vigil.registry import MODEL_FILE
 from vigil.training import DEFAULT_ROUNDS, train_lightgbm
 
 STEP = "train"
-MODEL_FILE: Final = "model.txt"
 TRAINING_FILE: Final = "training.json"
 
 

@@ -1,4 +1,5 @@
-"""Step 1, validate: the Great Expectations gate on raw transactions (:mod:`vigil.validation`)."""
+"""Step 1, validate: the Great Expectations gate on raw transactions
+(:mod:`vigil.data.validation`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError as PydanticValidationError
 
 from components.runtime import say
+from vigil.data.validation import ValidationConfig, validate_transactions
 from vigil.errors import ConfigError, ValidationFailed
-from vigil.validation import ValidationConfig, validate_transactions
 
 STEP = "validate"
 

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from vigil import contract as c
 from vigil.errors import ConfigError, DataError
 
 SPLIT_COLUMN: Final = "SPLIT"
@@ -39,7 +40,7 @@ class WindowSpec:
 
     train_days: int = 14
     valid_days: int = 3
-    delay_days: int = 7
+    delay_days: int = c.LABEL_DELAY_DAYS
     test_days: int = 7
     test_end: date | None = None
 

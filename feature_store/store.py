@@ -1,4 +1,4 @@
-"""Open Vigil's Feast store from :class:`vigil.config.Settings`.
+"""Open Vigil's Feast store from :class:`vigil.settings.Settings`.
 
 The repo path is ``<home>/feature_repo`` (offline parquet sources, file registry, and the SQLite
 online store when Redis is not reachable). The online store is Redis at ``settings.redis.url``;
@@ -19,8 +19,8 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RegistryConfig
 
 from feature_store import definitions
-from vigil.config import Settings
 from vigil.errors import FeatureStoreError
+from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 

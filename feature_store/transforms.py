@@ -46,7 +46,7 @@ class FeatureSpec:
 
     customer_windows_days: tuple[int, ...] = (1, 7, 30)
     terminal_windows_days: tuple[int, ...] = (1, 7, 30)
-    label_delay_days: int = 7
+    label_delay_days: int = c.LABEL_DELAY_DAYS
     #: The customer's recent window, compared with a baseline that ends before a 14-day card
     #: compromise could inflate it: (t - 60d, t - 14d].
     recent_days: int = 7
@@ -463,9 +463,6 @@ def batch_stats(
     )
 
 
-KEY_COLUMNS: Final = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TERMINAL_ID)
-
-
 def batch_features(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
@@ -477,7 +474,7 @@ def batch_features(
     (handbook names first), and TX_FRAUD when the input has it.
     """
     features = finalize(batch_stats(transactions, spec, con), spec)
-    out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in KEY_COLUMNS})
+    out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in c.KEY_COLUMNS})
     for name in spec.features:
         out[name] = features[name]
     if c.TX_FRAUD in transactions.columns:

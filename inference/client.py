@@ -8,7 +8,7 @@ For the demo, tests and benchmarks::
         answer = predict(server.url, instances_from_frame(transactions.tail(3)))
         print(format_answer(answer))
 
-:func:`start_server` runs ``python -m vigil.cli [--config C] serve MODEL --port P`` on
+:func:`start_server` runs ``python -m vigil_cli [--config C] serve MODEL --port P`` on
 127.0.0.1, logs to a file, and returns once ``GET /v2/health/ready`` answers 200 (the model is
 loaded and the online store reachable). If the process exits first, or readiness does not come
 within the timeout, it raises :class:`ServerStartError` with the end of the log. Stopping sends
@@ -92,7 +92,7 @@ def server_command(
     workers: int | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    cmd = [sys.executable, "-m", "vigil.cli"]
+    cmd = [sys.executable, "-m", "vigil_cli"]
     if config is not None:
         cmd += ["--config", str(config)]
     cmd += ["serve", model_name, "--host", host, "--port", str(port)]

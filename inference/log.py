@@ -50,7 +50,6 @@ PREPARE_EVERY_S: Final = 0.25
 #: Written batches freed per step.
 RELEASE_BATCHES: Final = 64
 #: Columns besides the features, in file order.
-KEY_COLUMNS: Final = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TERMINAL_ID)
 RESULT_COLUMNS: Final = (
     "score",
     "decision",

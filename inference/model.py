@@ -42,8 +42,8 @@ from inference.schema import (
 from inference.scoring import Appender, ScoredTransaction, Scorer
 from monitoring import metrics as m
 from vigil import contract as c
-from vigil.config import Settings
 from vigil.registry import CHAMPION, LoadedModel, ModelCard, Registry
+from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 

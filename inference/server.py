@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any, Final
 
-from vigil.config import Settings
+from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT (graceful: in-flight requests finish, appends and the
     inference log are flushed). Raises the registry's errors before anything listens."""
-    count = workers or settings.serving.workers
+    count = workers or 1
     metrics_dir = prepare_process(count)
     bind_host = host or settings.serving.host
     bind_port = port or settings.serving.port

@@ -1,6 +1,6 @@
 """Every Prometheus metric Vigil's model server exports, declared once.
 
-Conventions (DESIGN.md principle 5): names start with ``vigil_serving_``, carry a unit suffix
+Conventions (docs/DESIGN.md, principle 5): names start with ``vigil_serving_``, carry a unit suffix
 (``_seconds``, ``_total``), and only low-cardinality labels: ``model_name`` (a served model or
 ``unknown``), ``model_version``, ``outcome`` (:data:`OUTCOMES`), ``status_code``, ``protocol``
 (``v1``/``v2``), ``entity`` (``customer``/``terminal``), ``status`` (online-store status) and

@@ -15,11 +15,10 @@ Parameters that name places (``transactions``, ``vigil_home``, ``vigil_config``)
 components see them: on a cluster, paths on a volume mounted into every step; ``vigil_home``
 holds the offline store (and, without a tracking server, the MLflow database). Empty
 ``vigil_home`` / ``vigil_config`` / ``model_name`` mean: from the component's environment
-(``VIGIL_HOME``, ``VIGIL_CONFIG``, ``MLFLOW_TRACKING_URI``, ``VIGIL_REDIS_URL``) and defaults.
+(``VIGIL_HOME``, ``VIGIL_CONFIG``, ``MLFLOW_TRACKING_URI``, ``VIGIL_REDIS__URL``) and defaults.
 """
 
-import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 
@@ -31,36 +30,11 @@ from components.kfp_components import (
     train,
     validate,
 )
+from pipelines.params import DEFAULTS, FraudTrainingParams
+
+__all__ = ["PIPELINE_NAME", "FraudTrainingOutputs", "FraudTrainingParams", "fraud_training"]
 
 PIPELINE_NAME = "fraud-training"
-
-
-@dataclasses.dataclass(frozen=True)
-class FraudTrainingParams:
-    """The pipeline's parameters, as one value (see :func:`fraud_training` for each).
-
-    The defaults equal the pipeline function's (a unit test compares them with the compiled
-    YAML), so ``arguments()`` can be passed to ``fraud_training`` locally or to a KFP run.
-    """
-
-    transactions: str
-    vigil_home: str = ""
-    vigil_config: str = ""
-    model_name: str = ""
-    train_days: int = 14
-    valid_days: int = 3
-    delay_days: int = 7
-    test_days: int = 7
-    test_end: str = ""
-    comparison_metric: str = "average_precision"
-    quality_floor: float = 0.3
-    min_improvement: float = 0.0
-    min_fraud_share: float = 0.0001
-    max_fraud_share: float = 0.2
-    lightgbm_params: str = "{}"
-
-    def arguments(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class FraudTrainingOutputs(NamedTuple):
@@ -82,17 +56,17 @@ def fraud_training(
     vigil_home: str = "",
     vigil_config: str = "",
     model_name: str = "",
-    train_days: int = 14,
-    valid_days: int = 3,
-    delay_days: int = 7,
-    test_days: int = 7,
+    train_days: int = DEFAULTS.train_days,
+    valid_days: int = DEFAULTS.valid_days,
+    delay_days: int = DEFAULTS.delay_days,
+    test_days: int = DEFAULTS.test_days,
     test_end: str = "",
-    comparison_metric: str = "average_precision",
-    quality_floor: float = 0.3,
-    min_improvement: float = 0.0,
-    min_fraud_share: float = 0.0001,
-    max_fraud_share: float = 0.2,
-    lightgbm_params: str = "{}",
+    comparison_metric: str = DEFAULTS.comparison_metric,
+    quality_floor: float = DEFAULTS.quality_floor,
+    min_improvement: float = DEFAULTS.min_improvement,
+    min_fraud_share: float = DEFAULTS.min_fraud_share,
+    max_fraud_share: float = DEFAULTS.max_fraud_share,
+    lightgbm_params: str = DEFAULTS.lightgbm_params,
 ) -> FraudTrainingOutputs:
     """Train, evaluate and (when better) register the fraud model.
 

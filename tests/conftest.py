@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vigil.cli import main
-from vigil.simulate import Simulation, SimulationConfig, simulate, write_daily
+from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
+from vigil_cli.cli import main
 
 #: ~37k transactions over 60 days: enough for every fraud scenario to show up (milliseconds).
 SMALL_CONFIG = SimulationConfig(n_customers=300, n_terminals=600, n_days=60, seed=11)
@@ -59,7 +59,7 @@ class CliRun:
 def run_vigil(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Callable[..., CliRun]:
-    """Run ``vigil ARGS...`` in-process through :func:`vigil.cli.main`, the console script's
+    """Run ``vigil ARGS...`` in-process through :func:`vigil_cli.cli.main`, the console script's
     entry point, so that exit codes and error printing are the real ones."""
 
     def run(*args: str | Path) -> CliRun:

@@ -1,4 +1,4 @@
-"""The raw transaction data contract (DESIGN.md, "Data contract (fraud)").
+"""The raw transaction data contract (docs/DESIGN.md, "Data contract (fraud)").
 
 Column names follow the public simulator of the handbook "Reproducible Machine Learning for
 Credit Card Fraud Detection" (Le Borgne et al.).
@@ -33,6 +33,10 @@ OPTIONAL_COLUMNS: Final = (TX_FRAUD_SCENARIO,)
 REQUIRED_COLUMNS: Final = tuple(c for c in RAW_COLUMNS if c not in OPTIONAL_COLUMNS)
 ID_COLUMNS: Final = (TRANSACTION_ID, CUSTOMER_ID, TERMINAL_ID)
 INTEGER_COLUMNS: Final = (TX_TIME_SECONDS, TX_TIME_DAYS, TX_FRAUD, TX_FRAUD_SCENARIO)
+
+#: What identifies a transaction in every derived table (features, datasets, inference log):
+#: the first columns of each, in this order.
+KEY_COLUMNS: Final = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID)
 
 #: Fields a scoring request carries (the raw schema minus what only hindsight knows).
 REQUEST_COLUMNS: Final = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT)

@@ -47,7 +47,7 @@ from mlflow.exceptions import MlflowException
 from vigil.errors import ModelIntegrityError, RegistryError
 
 if TYPE_CHECKING:
-    from vigil.config import Settings
+    from vigil.settings import Settings
 
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"

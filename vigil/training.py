@@ -1,4 +1,5 @@
-"""Train the fraud model: LightGBM on the features of ``feature_store.transforms``.
+"""Train the fraud model: LightGBM on named feature columns (``feature_store.transforms``
+defines them; this module only needs their names).
 
 Plain functions over arrays; the KFP train component and the handbook benchmark both call
 :func:`train_lightgbm`.
@@ -14,7 +15,6 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from feature_store.transforms import DEFAULT_SPEC, FeatureSpec
 from vigil import contract as c
 
 #: A robust default for ~0.8% positives; the handbook benchmark tunes around it.
@@ -58,25 +58,18 @@ class TrainedModel:
         return np.asarray(self.booster.predict(values, num_iteration=iterations))
 
 
-def matrix(frame: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> np.ndarray:
-    """The model's inputs from a features frame, float64 in model order."""
-    missing = [n for n in spec.features if n not in frame.columns]
-    if missing:
-        raise KeyError(f"features missing from frame: {missing}")
-    return frame[spec.features].to_numpy(np.float64)
-
-
 def train_lightgbm(
     train: pd.DataFrame,
     valid: pd.DataFrame | None = None,
     *,
+    feature_names: Sequence[str],
     params: Mapping[str, Any] | None = None,
     num_boost_round: int = DEFAULT_ROUNDS,
-    feature_names: Sequence[str] | None = None,
     label: str = c.TX_FRAUD,
 ) -> TrainedModel:
-    """Fit LightGBM on ``train``; with ``valid``, stop early on its average precision."""
-    names = list(feature_names or DEFAULT_SPEC.features)
+    """Fit LightGBM on the ``feature_names`` columns of ``train``; with ``valid``, stop early
+    on its average precision."""
+    names = list(feature_names)
     merged = {**DEFAULT_PARAMS, **(params or {})}
     if train[label].nunique() < 2:
         raise ValueError(f"training data holds one class only ({label}={train[label].iloc[0]})")

@@ -1,5 +1,5 @@
 """``make demo`` end to end, as a user runs it (smaller data): a fresh folder, the real
-``python -m vigil.demo`` process, Redis on 127.0.0.1 under a unique Feast project."""
+``python -m vigil_cli.demo`` process, Redis on 127.0.0.1 under a unique Feast project."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_demo_trains_serves_and_scores(tmp_path: Path) -> None:
     project = f"vigildemo_{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "MLFLOW_"))} | {
-        "VIGIL_FEATURES_PROJECT": project
+        "VIGIL_FEATURES__PROJECT": project
     }
     client = redis.Redis(host="127.0.0.1", port=6379)
     try:
@@ -27,7 +27,7 @@ def test_demo_trains_serves_and_scores(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "vigil.demo",
+                "vigil_cli.demo",
                 "--data",
                 "data/fraud",
                 "--customers",

@@ -22,18 +22,18 @@ import pytest
 import redis
 
 from components.windows import WindowSpec
-from pipelines.fraud_training import FraudTrainingParams
+from pipelines.local import RunSummary, StepEvent, run_local
+from pipelines.params import FraudTrainingParams
 from vigil import contract as c
-from vigil.config import Settings, load_settings
+from vigil.data.simulate import Simulation, write_daily
 from vigil.errors import RegistryError
-from vigil.pipeline_local import RunSummary, StepEvent, run_local
 from vigil.registry import CHAMPION, Registry
-from vigil.simulate import Simulation, write_daily
+from vigil.settings import Settings, load_settings
 
 pytestmark = pytest.mark.e2e
 
 STEPS = ["validate", "featurize", "train", "evaluate"]
-ENV_VARS = ("VIGIL_HOME", "VIGIL_CONFIG", "VIGIL_REDIS_URL", "MLFLOW_TRACKING_URI")
+ENV_VARS = ("VIGIL_HOME", "VIGIL_CONFIG", "VIGIL_REDIS__URL", "MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,6 @@ def _run(settings: Settings, workspace: Path, data: Path, **params: object
     summary = run_local(
         FraudTrainingParams(transactions=str(data), **params),  # type: ignore[arg-type]
         settings=settings,
-        config_path=workspace / "vigil.yaml",
         progress=events.append,
     )
     return summary, events

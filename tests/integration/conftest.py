@@ -37,13 +37,13 @@ import pytest
 import redis
 import yaml
 
+from feature_store.jobs import featurize, materialize
 from feature_store.transforms import DEFAULT_SPEC
 from inference.client import ServerProcess, free_port, start_server
 from vigil import contract as c
-from vigil.config import load_settings
-from vigil.features import featurize, materialize
+from vigil.data.simulate import SimulationConfig, simulate
 from vigil.registry import ModelCard, Registry
-from vigil.simulate import SimulationConfig, simulate
+from vigil.settings import load_settings
 from vigil.training import train_lightgbm
 
 
@@ -130,7 +130,7 @@ def serving_model(tmp_path_factory: pytest.TempPathFactory) -> ServingModel:
     features, _ = featurize(transactions, home / "features", settings=settings,
                             cutoff=cutoff.to_pydatetime())
     train = features[features[c.TX_DATETIME] <= cutoff]
-    trained = train_lightgbm(train, num_boost_round=30,
+    trained = train_lightgbm(train, num_boost_round=30, feature_names=DEFAULT_SPEC.features,
                              params={"num_threads": 1, "min_child_samples": 20})
     card = Registry.from_settings(settings).register_model(
         trained.booster,

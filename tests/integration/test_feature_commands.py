@@ -19,7 +19,7 @@ from feature_store import definitions as d
 from feature_store.online import RedisHistories
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
-from vigil.ingest import read_transactions
+from vigil.data.ingest import read_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -75,9 +75,9 @@ def test_featurize_then_materialize(
     run_vigil: Callable[..., Any],
 ) -> None:
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VIGIL_FEATURES_PROJECT", project)
+    monkeypatch.setenv("VIGIL_FEATURES__PROJECT", project)
     monkeypatch.delenv("VIGIL_CONFIG", raising=False)
-    monkeypatch.delenv("VIGIL_REDIS_URL", raising=False)
+    monkeypatch.delenv("VIGIL_REDIS__URL", raising=False)
 
     done = run_vigil("featurize", "--transactions", tiny_daily_dir, "--out", tmp_path / "features")
     assert done.exit_code == 0, done.stderr

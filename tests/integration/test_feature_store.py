@@ -28,8 +28,8 @@ from feature_store.transforms import (
     to_epoch_us,
 )
 from vigil import contract as c
-from vigil.config import Settings
-from vigil.simulate import SimulationConfig, simulate
+from vigil.data.simulate import SimulationConfig, simulate
+from vigil.settings import Settings
 
 pytestmark = pytest.mark.integration
 

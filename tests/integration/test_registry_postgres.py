@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from vigil.config import load_settings
 from vigil.errors import ModelIntegrityError, RegistryError
 from vigil.registry import CHALLENGER, CHAMPION, Registry
+from vigil.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import redis
 
+from feature_store.jobs import materialize
 from feature_store.online import RedisHistories
 from feature_store.transforms import (
     CustomerHistory,
@@ -26,8 +27,7 @@ from feature_store.transforms import (
 )
 from inference.client import health, wait_ready
 from vigil import contract as c
-from vigil.config import load_settings
-from vigil.features import materialize
+from vigil.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

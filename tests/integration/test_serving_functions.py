@@ -32,8 +32,8 @@ from inference.scoring import (
     without_transaction,
 )
 from vigil import contract as c
-from vigil.config import load_settings
 from vigil.registry import LoadedModel
+from vigil.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

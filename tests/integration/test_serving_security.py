@@ -14,8 +14,8 @@ import pytest
 
 from inference.client import ServerStartError
 from vigil import contract as c
-from vigil.config import load_settings
 from vigil.registry import Registry
+from vigil.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

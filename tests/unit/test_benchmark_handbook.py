@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from feature_store.transforms import DEFAULT_SPEC
-from vigil import benchmark_handbook as bh
 from vigil import contract as c
-from vigil.cli import cli
+from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
 from vigil.errors import DataError
-from vigil.simulate import Simulation, SimulationConfig, simulate, write_daily
 from vigil.training import TrainedModel, train_lightgbm
+from vigil_cli import handbook as bh
+from vigil_cli.cli import cli
 
 pytestmark = pytest.mark.unit
 

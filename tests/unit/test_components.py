@@ -18,12 +18,12 @@ import pytest
 from mlflow import MlflowClient
 
 from components.evaluate import current_champion, evaluate_model, ui_metrics
-from components.featurize import KEY_COLUMNS, featurize_data
+from components.featurize import DATASET_KEYS, featurize_data
 from components.gate import decide, explain_refusal
 from components.register import register_candidate
 from components.results import ChampionScores, DataSummary, Evaluation, Registration, to_json
 from components.runtime import EVENT_PREFIX, parse_event, step, step_settings
-from components.train import MODEL_FILE, TRAINING_FILE, TrainingResult, parse_params, train_model
+from components.train import TRAINING_FILE, TrainingResult, parse_params, train_model
 from components.validate import validate_data, validation_config
 from components.windows import (
     DELAY,
@@ -36,7 +36,7 @@ from components.windows import (
 )
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
-from vigil.config import Settings
+from vigil.data.simulate import Simulation, write_daily
 from vigil.errors import (
     ConfigError,
     DataError,
@@ -47,8 +47,8 @@ from vigil.errors import (
 )
 from vigil.evaluation.metrics import drop_known_compromised, evaluate
 from vigil.evaluation.report import IMPORTANCE_PNG, METRICS_JSON, PR_PNG, REPORT_HTML, ROC_PNG
-from vigil.registry import CHALLENGER, CHAMPION, Registry
-from vigil.simulate import Simulation, write_daily
+from vigil.registry import CHALLENGER, CHAMPION, MODEL_FILE, Registry
+from vigil.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -281,7 +281,7 @@ def test_featurize_serves_the_training_set_through_feast(featurized, small_simul
     expected_split = dict(zip(tx[c.TRANSACTION_ID].astype(str), split, strict=True))
     assert (frame[SPLIT_COLUMN] == frame[c.TRANSACTION_ID].map(expected_split)).all()
     assert summary.split_rows == frame[SPLIT_COLUMN].value_counts().to_dict()
-    assert list(frame.columns) == [*KEY_COLUMNS, *FEATURES, c.TX_FRAUD, SPLIT_COLUMN]
+    assert list(frame.columns) == [*DATASET_KEYS, *FEATURES, c.TX_FRAUD, SPLIT_COLUMN]
 
     # The point-in-time features are the one definition's batch values; delay rows have none.
     with_features = frame.loc[frame[SPLIT_COLUMN] != DELAY].set_index(c.TRANSACTION_ID)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -16,17 +15,17 @@ import yaml
 
 from pipelines.compile import PIPELINES, compile_all
 from pipelines.fraud_training import PIPELINE_NAME, FraudTrainingParams
-from vigil.config import Settings
-from vigil.errors import ConfigError, DataError, ValidationFailed
-from vigil.pipeline_local import (
+from pipelines.local import (
     STEPS,
     PipelineFailed,
     StepEvent,
-    _step_environment,
     _Tap,
     _Tracker,
+    step_environment,
 )
-from vigil.pipeline_remote import PIPELINE_YAML, SubmissionError, submission, submit
+from pipelines.remote import PIPELINE_YAML, SubmissionError, submission, submit
+from vigil.errors import DataError, ValidationFailed
+from vigil.settings import Settings, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -123,7 +122,7 @@ def test_params_defaults_are_the_pipelines():
 
 
 def test_cli_defaults_are_the_pipelines():
-    from vigil.commands.run import fraud
+    from vigil_cli.commands.run import fraud
 
     defaults = {p.name: p.default for p in fraud.params}
     params = FraudTrainingParams(transactions="x")
@@ -224,21 +223,19 @@ def test_steps_list_matches_the_pipeline():
     assert executors == {*STEPS, "not-registered"}
 
 
-def test_steps_must_load_the_settings_they_are_given(tmp_path, monkeypatch):
-    for var in ("VIGIL_HOME", "MLFLOW_TRACKING_URI", "VIGIL_REDIS_URL", "VIGIL_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
+def test_steps_load_exactly_the_settings_they_are_given(tmp_path, monkeypatch):
+    """Every setting reaches the steps as a variable, outranking a settings file they find."""
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "vigil.yaml"
-    config.write_text("features:\n  project: from_file\n")
-    settings = Settings.model_validate({"home": tmp_path / "h", "features": {"project": "other"}})
-    with pytest.raises(ConfigError, match=re.escape("features.project: 'from_file' instead of")):
-        _step_environment(settings, settings.home.resolve(), config.resolve())
-    matching = Settings.model_validate({"home": tmp_path / "h",
-                                        "features": {"project": "from_file"}})
-    env = _step_environment(matching, matching.home.resolve(), config.resolve())
+    (tmp_path / "vigil.yaml").write_text("features:\n  project: from_file\n")
+    settings = Settings.model_validate({"home": tmp_path / "h", "features": {"project": "other"},
+                                        "serving": {"max_instances": 7}})
+    env = step_environment(settings)
     assert env["VIGIL_HOME"] == str((tmp_path / "h").resolve())
-    assert env["VIGIL_CONFIG"] == str(config.resolve())
-    assert env["MLFLOW_TRACKING_URI"] == matching.tracking_uri
+    assert env["VIGIL_REGISTRY__TRACKING_URI"] == settings.tracking_uri
+    seen = load_settings(env={**env, "MLFLOW_TRACKING_URI": "sqlite:///elsewhere.db"})
+    assert seen.features.project == "other"
+    assert seen.serving.max_instances == 7
+    assert seen.tracking_uri == settings.tracking_uri
 
 
 # ----------------------------------------------------------------------------- submission

@@ -10,7 +10,7 @@ import pytest
 
 from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features, batch_stats
 from vigil import contract as c
-from vigil.simulate import SimulationConfig, simulate
+from vigil.data.simulate import SimulationConfig, simulate
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ DAY = timedelta(days=1)
 
 
 def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
-    """Straight from the definitions in DESIGN.md, one transaction at a time."""
+    """Straight from the definitions in docs/DESIGN.md, one transaction at a time."""
     # plain datetimes compare much faster than pandas Timestamps (same microsecond precision)
     as_datetimes = pd.Series([ts.to_pydatetime() for ts in tx[c.TX_DATETIME]], dtype=object)
     plain = tx.assign(**{c.TX_DATETIME: as_datetimes.to_numpy()})

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from vigil import contract as c
+from vigil.data.ingest import read_transactions
 from vigil.errors import DataError
-from vigil.ingest import read_transactions
 
 pytestmark = pytest.mark.unit
 
@@ -166,7 +166,7 @@ def test_optional_and_unknown_columns(
     tx = sample.drop(columns=[c.TX_FRAUD_SCENARIO]).assign(MERCHANT="m")
     path = tmp_path / "tx.csv"
     tx.to_csv(path)  # with the pandas index: an "Unnamed: 0"-style artifact
-    with caplog.at_level(logging.WARNING, logger="vigil.ingest"):
+    with caplog.at_level(logging.WARNING, logger="vigil.data.ingest"):
         raw = read_transactions(path)
     assert tuple(raw.frame.columns) == tuple(
         col for col in c.RAW_COLUMNS if col != c.TX_FRAUD_SCENARIO

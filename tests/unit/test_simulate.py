@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from vigil import contract as c
-from vigil.cli import cli
+from vigil.data.ingest import read_transactions
+from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
 from vigil.errors import VigilError
-from vigil.ingest import read_transactions
-from vigil.simulate import Simulation, SimulationConfig, simulate, write_daily
+from vigil_cli.cli import cli
 
 pytestmark = pytest.mark.unit
 

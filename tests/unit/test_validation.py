@@ -15,9 +15,8 @@ import pydantic
 import pytest
 
 from vigil import contract as c
-from vigil.errors import DataError, ValidationFailed
-from vigil.simulate import Simulation, SimulationConfig, simulate, write_daily
-from vigil.validation import (
+from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
+from vigil.data.validation import (
     HTML_REPORT,
     JSON_REPORT,
     ValidationConfig,
@@ -26,6 +25,7 @@ from vigil.validation import (
     validate_transactions,
     write_reports,
 )
+from vigil.errors import DataError, ValidationFailed
 
 pytestmark = pytest.mark.unit
 
@@ -196,7 +196,7 @@ def test_unparseable_timestamps_in_csv(tmp_path: Path, tiny_transactions: pd.Dat
     result = validate_transactions(path)
     assert _failed(result) == {"TX_DATETIME parseable as timestamp", "TX_DATETIME not null"}
     check = result.check("TX_DATETIME parseable as timestamp")
-    assert check.expectation == "vigil.ingest conversion"
+    assert check.expectation == "vigil.data.ingest conversion"
     assert check.unexpected_count == 2
     assert check.examples == ("'yesterday'", "'31/04/2018 10:00'")
     assert check.rows[0]["file"] == "transactions.csv"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,15 @@ from vigil.errors import DataError
 SCORE_COLUMN = "score"
 #: The handbook's k for Card Precision@k.
 DEFAULT_K = 100
+#: The handbook's three metrics, by the names :meth:`EvaluationMetrics.to_dict` gives them
+#: (k = 100): what the gate compares, the registry records and reports show.
+MetricName = Literal["auc_roc", "average_precision", "card_precision_at_100"]
+METRICS: Final[tuple[MetricName, ...]] = get_args(MetricName)
+METRIC_LABELS: Final[dict[MetricName, str]] = {
+    "auc_roc": "AUC ROC",
+    "average_precision": "AP",
+    "card_precision_at_100": "CP@100",
+}
 
 ThresholdTarget = Literal["f1", "precision@recall"]
 

@@ -1,4 +1,4 @@
-"""The ``vigil`` command line. Commands live in :mod:`vigil.commands` and load lazily, so that
+"""The ``vigil`` command line. Commands live in :mod:`vigil_cli.commands` and load lazily, so that
 ``vigil --help`` does not import Feast, MLflow or KServe."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from vigil.errors import ValidationFailed, VigilError
 
 #: command name -> ("module:attribute", one-line help shown by ``vigil --help``)
 COMMANDS = {
-    "simulate": ("vigil.commands.simulate:simulate", "Simulate raw card transactions."),
-    "validate": ("vigil.commands.validate:validate", "Run the validation gate on raw data."),
-    "featurize": ("vigil.commands.features:featurize", "Compute features for transactions."),
-    "materialize": ("vigil.commands.features:materialize", "Load the online feature store."),
-    "run": ("vigil.commands.run:run", "Run a training pipeline locally or on KFP."),
-    "models": ("vigil.commands.models:models", "List, promote and roll back models."),
-    "benchmark": ("vigil.commands.benchmark:benchmark", "Reproduce the handbook benchmark."),
-    "serve": ("vigil.commands.serve:serve", "Serve a model over HTTP (KServe)."),
+    "simulate": ("vigil_cli.commands.simulate:simulate", "Simulate raw card transactions."),
+    "validate": ("vigil_cli.commands.validate:validate", "Run the validation gate on raw data."),
+    "featurize": ("vigil_cli.commands.features:featurize", "Compute features for transactions."),
+    "materialize": ("vigil_cli.commands.features:materialize", "Load the online feature store."),
+    "run": ("vigil_cli.commands.run:run", "Run a training pipeline locally or on KFP."),
+    "models": ("vigil_cli.commands.models:models", "List, promote and roll back models."),
+    "benchmark": ("vigil_cli.commands.benchmark:benchmark", "Reproduce the handbook benchmark."),
+    "serve": ("vigil_cli.commands.serve:serve", "Serve a model over HTTP (KServe)."),
 }
 
 
@@ -65,8 +65,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 
 
 def settings_from(ctx: click.Context) -> Any:
-    """The :class:`vigil.config.Settings` named on the command line (loaded on first use)."""
-    from vigil.config import load_settings
+    """The :class:`vigil.settings.Settings` named on the command line (loaded on first use)."""
+    from vigil.settings import load_settings
 
     root = ctx.find_root()
     if "settings" not in root.obj:

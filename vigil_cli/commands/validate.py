@@ -1,6 +1,6 @@
-"""``vigil validate``: the validation gate on raw transactions (see :mod:`vigil.validation`).
+"""``vigil validate``: the validation gate on raw transactions (see :mod:`vigil.data.validation`).
 
-Exit codes (through :func:`vigil.cli.main`): 0 when every check passes, 1 when a check fails
+Exit codes (through :func:`vigil_cli.cli.main`): 0 when every check passes, 1 when a check fails
 (:class:`~vigil.errors.ValidationFailed`), 2 when the data cannot be read at all
 (:class:`~vigil.errors.DataError`, naming the file and the column).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from vigil.data.validation import HTML_REPORT, JSON_REPORT, ValidationConfig, validate_transactions
 from vigil.errors import ValidationFailed
-from vigil.validation import HTML_REPORT, JSON_REPORT, ValidationConfig, validate_transactions
 
 _DEFAULTS = ValidationConfig()
 

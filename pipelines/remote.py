@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from vigil.errors import VigilError
 
 if TYPE_CHECKING:
-    from pipelines.fraud_training import FraudTrainingParams
+    from pipelines.params import FraudTrainingParams
 
 PIPELINE_YAML: Final = Path(__file__).resolve().parent.parent / "pipelines" / "fraud_training.yaml"
 DEFAULT_EXPERIMENT: Final = "vigil"

@@ -1,8 +1,8 @@
-"""The validation gate: a Great Expectations suite for raw transactions (DESIGN.md, data contract).
+"""The validation gate: a Great Expectations suite for raw transactions (docs/DESIGN.md).
 
 The pipeline's first step. :func:`validate_transactions` reads a file or folder with
-:func:`vigil.ingest.read_transactions` in ``on_bad_values="null"`` mode, so that every problem is
-reported instead of the first, and returns a :class:`ValidationResult`; :func:`require_valid`
+:func:`vigil.data.ingest.read_transactions` in ``on_bad_values="null"`` mode, so that every problem
+is reported instead of the first, and returns a :class:`ValidationResult`; :func:`require_valid`
 raises :class:`~vigil.errors.ValidationFailed` when any check fails, which stops the pipeline.
 
 What is checked:
@@ -58,9 +58,9 @@ from great_expectations.expectations.expectation import Expectation
 from pydantic import Field, model_validator
 
 from vigil import contract as c
-from vigil.config import StrictModel
+from vigil.data.ingest import RawTransactions, read_transactions
 from vigil.errors import ValidationFailed
-from vigil.ingest import RawTransactions, read_transactions
+from vigil.settings import StrictModel
 
 JSON_REPORT = "validation.json"
 HTML_REPORT = "validation.html"
@@ -73,7 +73,7 @@ _FILE_DAY = "__FILE_DAY"
 _DAYS_FROM_SECONDS = "__DAYS_FROM_SECONDS"
 _EXPECTED_DATETIME = "__EXPECTED_DATETIME"
 
-_INGEST = "vigil.ingest conversion"
+_INGEST = "vigil.data.ingest conversion"
 _INTEGER_TYPES = ("int8", "int16", "int32", "int64", "Int64Dtype")
 #: What every contract column converts to, as named in check names.
 _TYPE_LABELS = {
@@ -112,7 +112,8 @@ class CheckResult:
     """The outcome of one check: a GE expectation, or a conversion check from ingestion."""
 
     name: str
-    #: GE expectation type (``expect_column_values_to_be_unique``) or ``vigil.ingest conversion``.
+    #: GE expectation type (``expect_column_values_to_be_unique``) or
+    #: ``vigil.data.ingest conversion``.
     expectation: str
     column: str | None
     success: bool

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import click
 
-from vigil.cli import settings_from
+from vigil.evaluation.metrics import METRIC_LABELS, METRICS
 from vigil.registry import ModelCard, Registry
-
-#: table column -> metric keys it shows, first present wins (the evaluation's names first).
-METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
-    "AUC": ("auc_roc", "roc_auc", "auc"),
-    "AP": ("average_precision", "ap"),
-    "CP@100": ("card_precision_at_100", "cp_at_100", "cp100"),
-}
+from vigil_cli.cli import settings_from
 
 
 def _registry(ctx: click.Context) -> Registry:
@@ -62,22 +56,18 @@ def rollback(ctx: click.Context, name: str) -> None:
     click.echo(f"rolled back: {card.label} is the champion again (sha256 {card.sha256[:12]})")
 
 
-def _metric(metrics: Mapping[str, float], keys: Sequence[str]) -> str:
-    for key in keys:
-        if key in metrics:
-            return f"{metrics[key]:.3f}"
-    return "-"
 
 
 def format_table(cards: Sequence[ModelCard]) -> str:
-    header = ["VERSION", "ALIASES", "SHA256", "THRESHOLD", *METRIC_COLUMNS, "DATA", "CREATED"]
+    metrics = [METRIC_LABELS[m] for m in METRICS]
+    header = ["VERSION", "ALIASES", "SHA256", "THRESHOLD", *metrics, "DATA", "CREATED"]
     rows = [
         [
             str(c.version),
             ",".join(c.aliases) or "-",
             c.sha256[:12],
             f"{c.threshold:.4g}",
-            *(_metric(c.metrics, keys) for keys in METRIC_COLUMNS.values()),
+            *(f"{c.metrics[m]:.3f}" if m in c.metrics else "-" for m in METRICS),
             f"{c.train_start}..{c.train_end}",
             c.created.strftime("%Y-%m-%d %H:%M:%SZ"),
         ]

@@ -9,7 +9,7 @@
 4. start ``vigil serve fraud`` on 127.0.0.1 and score held-out transactions with it.
 
 With a terminal attached the server stays up until Ctrl-C; otherwise (CI, pipes) it stops
-after the examples. ``python -m vigil.demo --help`` lists the options.
+after the examples. ``python -m vigil_cli.demo --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from vigil import contract as c
-from vigil.cli import quiet_library_warnings
-from vigil.config import Settings, load_settings
+from vigil.data.simulate import SimulationConfig, simulate, write_daily
 from vigil.errors import VigilError
-from vigil.simulate import SimulationConfig, simulate, write_daily
+from vigil.settings import Settings, load_settings
+from vigil_cli.cli import quiet_library_warnings
 
 DAYS = 61
 
@@ -71,7 +71,7 @@ def examples(held_out: pd.DataFrame, n: int = 4) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vigil.demo", description=__doc__.split("\n")[0]
+        prog="python -m vigil_cli.demo", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--data", type=Path, default=Path("data/fraud"), help="training data folder"
@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from feature_store.jobs import materialize
     from inference.client import demo_requests, start_server
-    from pipelines.fraud_training import FraudTrainingParams
-    from vigil.features import materialize
-    from vigil.pipeline_local import run_local
+    from pipelines.local import run_local
+    from pipelines.params import FraudTrainingParams
     from vigil.registry import Registry
 
     quiet_library_warnings()  # again: importing Feast reset the DeprecationWarning filters

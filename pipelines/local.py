@@ -4,8 +4,8 @@
 ``kfp.local.SubprocessRunner(use_venv=False)``: every step runs as a subprocess of this Python
 environment, where Vigil is installed (the cluster runs them in the component image). Outputs
 land under ``pipeline_root`` (default ``<home>/pipeline_runs``). Local runs have no caching
-and no retries. For the run's duration the environment the steps inherit names the given
-settings (``VIGIL_HOME``, ``VIGIL_REDIS_URL``, ``MLFLOW_TRACKING_URI``, ``VIGIL_CONFIG``) and
+and no retries. For the run's duration the environment the steps inherit holds every field of
+the given settings (``VIGIL_HOME``, ``VIGIL_REDIS__URL``, ...; :func:`step_environment`) and
 ``OMP_WAIT_POLICY=PASSIVE`` (unless set), so LightGBM does not spin against other processes.
 
 While the pipeline runs, the output of ``kfp.local`` and of the steps is read line by line:
@@ -35,15 +35,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
-from components.results import COMPARABLE_METRICS, Evaluation, Registration
+from components.results import Evaluation, Registration
 from components.runtime import PROGRESS_PREFIX, parse_event
 from vigil import errors
-from vigil.config import Settings, load_settings
-from vigil.errors import ConfigError, VigilError
-from vigil.simulate import SimulationConfig, simulate, write_daily
+from vigil.data.simulate import SimulationConfig, simulate, write_daily
+from vigil.errors import VigilError
+from vigil.evaluation.metrics import METRICS
+from vigil.settings import Settings, settings_env
 
 if TYPE_CHECKING:
-    from pipelines.fraud_training import FraudTrainingParams
+    from pipelines.params import FraudTrainingParams
 
 #: The steps of one run, in order; the last is ``register`` or ``not-registered``.
 STEPS: Final = ("validate", "featurize", "train", "evaluate", "register")
@@ -149,7 +150,7 @@ class RunSummary:
             f"  metrics     {'':24}{'candidate':>10}"
             + (f"{'champion v' + str(champion.version):>16}" if champion else "  (no champion)"),
         ]
-        for key in COMPARABLE_METRICS:
+        for key in METRICS:
             mark = " *" if key == ev.comparison_metric else "  "
             row = f"    {key + mark:<32}{ev.metrics[key]:>10.4f}"
             if champion is not None:
@@ -207,16 +208,15 @@ def run_local(
     params: FraudTrainingParams,
     *,
     settings: Settings,
-    config_path: Path | None = None,
     pipeline_root: Path | None = None,
     progress: Callable[[StepEvent], None] | None = None,
     log_stream: TextIO | None = None,
 ) -> RunSummary:
     """Run ``fraud-training`` with ``params`` on this machine and return its summary.
 
-    ``settings`` decide ``vigil_home`` and ``model_name`` (overriding ``params``), and
-    ``config_path`` is the YAML file the steps load (the settings must be what the steps will
-    load from it and the environment; a mismatch is a :class:`ConfigError`). ``progress``
+    The steps run with exactly ``settings``: every field reaches them as a ``VIGIL_*``
+    environment variable (:func:`step_environment`), which outranks any settings file they
+    might find; ``vigil_home`` and ``model_name`` of ``params`` are replaced. ``progress``
     receives :class:`StepEvent` s (default: :func:`print_progress` on stderr); ``log_stream``
     receives kfp's and the steps' full output (default: hidden).
     """
@@ -225,13 +225,9 @@ def run_local(
     from pipelines.fraud_training import PIPELINE_NAME, fraud_training
 
     home = settings.home.resolve()
-    config = config_path.resolve() if config_path is not None else None
-    env = _step_environment(settings, home, config)
+    env = step_environment(settings)
     params = dataclasses.replace(
-        params,
-        vigil_home=str(home),
-        vigil_config=str(config) if config else "",
-        model_name=settings.registry.model_name,
+        params, vigil_home=str(home), vigil_config="", model_name=settings.registry.model_name
     )
     root = (pipeline_root or home / PIPELINE_RUNS_DIR).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -265,40 +261,22 @@ def run_local(
     )
 
 
-def _step_environment(settings: Settings, home: Path, config: Path | None) -> dict[str, str]:
-    """Environment for the step subprocesses, so that they load exactly ``settings``."""
-    env = {
-        "VIGIL_HOME": str(home),
-        "VIGIL_REDIS_URL": settings.redis.url,
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-    }
-    if config is not None:
-        env["VIGIL_CONFIG"] = str(config)
+def step_environment(settings: Settings) -> dict[str, str]:
+    """Environment for the step subprocesses, so that they load exactly ``settings`` (home
+    and tracking URI made absolute: the steps run in other working directories)."""
+    resolved = settings.model_copy(
+        update={
+            "home": settings.home.resolve(),
+            "registry": settings.registry.model_copy(
+                update={"tracking_uri": settings.tracking_uri}
+            ),
+        }
+    )
+    env = settings_env(resolved)
     # Idle OpenMP threads yield instead of spinning: with other processes on the machine,
     # spinning makes LightGBM several times slower (measured 10x on 2 busy cores).
     env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-    seen = load_settings(config, env={**os.environ, **env})
-    ours = _effective(settings, home)
-    theirs = _effective(seen, seen.home.resolve())
-    differ = sorted(k for k in ours if ours[k] != theirs[k])
-    if differ:
-        raise ConfigError(
-            "the pipeline steps would load different settings than given ("
-            + "; ".join(f"{k}: {theirs[k]!r} instead of {ours[k]!r}" for k in differ)
-            + "): pass the settings file they come from as config_path"
-        )
     return env
-
-
-def _effective(settings: Settings, home: Path) -> dict[str, str]:
-    """The settings that steps use (the serving ones do not matter here)."""
-    return {
-        "home": str(home),
-        "redis.url": settings.redis.url,
-        "tracking_uri": settings.tracking_uri,
-        "features.project": settings.features.project,
-        "registry.model_name": settings.registry.model_name,
-    }
 
 
 @contextlib.contextmanager

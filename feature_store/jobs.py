@@ -24,8 +24,8 @@ from feature_store.online import FeastHistories, HistoryStore, RedisHistories
 from feature_store.store import data_dir, open_store, redis_reachable
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
-from vigil.config import Settings
 from vigil.errors import FeatureStoreError
+from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vigil.cli import settings_from
+from vigil_cli.cli import settings_from
 
 
 @click.command()
@@ -31,8 +31,8 @@ from vigil.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
-    from vigil.features import featurize as run_featurize
-    from vigil.ingest import read_transactions
+    from feature_store.jobs import featurize as run_featurize
+    from vigil.data.ingest import read_transactions
 
     settings = settings_from(ctx) if store else None
     raw = read_transactions(transactions)
@@ -49,7 +49,7 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
 @click.pass_context
 def materialize(ctx: click.Context) -> None:
     """Load the latest batch snapshots into the online store (Redis, else SQLite)."""
-    from vigil.features import materialize as run_materialize
+    from feature_store.jobs import materialize as run_materialize
 
     result = run_materialize(settings_from(ctx))
     click.echo(

@@ -1,6 +1,6 @@
 """``vigil benchmark handbook``: the handbook's protocol on any raw transactions.
 
-A thin adapter over :mod:`vigil.benchmark_handbook`; progress goes to the log, one line per fold.
+A thin adapter over :mod:`vigil_cli.handbook`; progress goes to the log, one line per fold.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import cast
 
 import click
 
-from vigil import benchmark_handbook as bh
-from vigil.ingest import read_transactions
+from vigil.data.ingest import read_transactions
+from vigil_cli import handbook as bh
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from vigil.simulate import (
+from vigil.data.simulate import (
     BOOK_FRAUDS,
     BOOK_SCENARIOS,
     BOOK_TRANSACTIONS,
     SimulationConfig,
     write_daily,
 )
-from vigil.simulate import (
+from vigil.data.simulate import (
     simulate as run_simulation,
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vigil.cli import settings_from
+from vigil_cli.cli import settings_from
 
 
 @click.command()

@@ -17,12 +17,9 @@ from pathlib import Path
 
 import click
 
-from components.results import COMPARABLE_METRICS
-from vigil.cli import settings_from
-
-# Defaults shown in --help; they equal the pipeline's (pipelines.fraud_training).
-_TRAIN_DAYS, _VALID_DAYS, _DELAY_DAYS, _TEST_DAYS = 14, 3, 7, 7
-_METRIC, _FLOOR = "average_precision", 0.3
+from pipelines.params import DEFAULTS, FraudTrainingParams
+from vigil.evaluation.metrics import METRICS
+from vigil_cli.cli import settings_from
 
 
 @click.group()
@@ -38,23 +35,31 @@ def run() -> None:
               help="Raw transactions: parquet/CSV file or folder of daily files.")
 @click.option("--simulate", is_flag=True,
               help="--local only: simulate a small data set into VIGIL_HOME and use it.")
-@click.option("--train-days", type=click.IntRange(min=2), default=_TRAIN_DAYS, show_default=True,
+@click.option("--train-days", type=click.IntRange(min=2), default=DEFAULTS.train_days,
+              show_default=True,
               help="Days of the training window (validation slice included).")
-@click.option("--valid-days", type=click.IntRange(min=1), default=_VALID_DAYS, show_default=True,
+@click.option("--valid-days", type=click.IntRange(min=1), default=DEFAULTS.valid_days,
+              show_default=True,
               help="Days at the end of the training window for early stopping and threshold.")
-@click.option("--delay-days", type=click.IntRange(min=0), default=_DELAY_DAYS, show_default=True,
+@click.option("--delay-days", type=click.IntRange(min=0), default=DEFAULTS.delay_days,
+              show_default=True,
               help="Label delay: days between the training and the test window.")
-@click.option("--test-days", type=click.IntRange(min=1), default=_TEST_DAYS, show_default=True,
+@click.option("--test-days", type=click.IntRange(min=1), default=DEFAULTS.test_days,
+              show_default=True,
               help="Days of the test window.")
 @click.option("--test-end", default="", metavar="YYYY-MM-DD",
               help="Last test day (default: the last day in the data).")
-@click.option("--metric", type=click.Choice(COMPARABLE_METRICS), default=_METRIC,
-              show_default=True, help="Metric compared with the champion on the same rows.")
-@click.option("--quality-floor", type=float, default=_FLOOR, show_default=True,
+@click.option("--metric", type=click.Choice(METRICS), default=DEFAULTS.comparison_metric,
+              show_default=True,
+              help="Metric compared with the champion on the same rows.")
+@click.option("--quality-floor", type=float, default=DEFAULTS.quality_floor,
+              show_default=True,
               help="Lowest value of --metric a model needs to be registered at all.")
-@click.option("--min-improvement", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--min-improvement", type=click.FloatRange(min=0),
+              default=DEFAULTS.min_improvement,
+              show_default=True,
               help="How much a candidate must beat the champion by.")
-@click.option("--lightgbm-params", default="{}", metavar="JSON",
+@click.option("--lightgbm-params", default=DEFAULTS.lightgbm_params, metavar="JSON",
               help="LightGBM parameter overrides, a JSON object.")
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="--local: folder for the run's artifacts (default: VIGIL_HOME/pipeline_runs).")
@@ -91,8 +96,6 @@ def fraud(
     cluster_config: str,
 ) -> None:
     """Validate, featurize, train, evaluate against the champion and register a fraud model."""
-    from pipelines.fraud_training import FraudTrainingParams
-
     if local == (host is not None):
         raise click.UsageError("choose one of --local and --host URL")
     if simulate and transactions:
@@ -117,7 +120,7 @@ def fraud(
     )
 
     if host is not None:
-        from vigil.pipeline_remote import submission, submit
+        from pipelines.remote import submission, submit
 
         if simulate:
             raise click.UsageError("--simulate is for --local runs")
@@ -133,7 +136,7 @@ def fraud(
         click.echo(f"run {submitted.run_id}: {submitted.url}")
         return
 
-    from vigil.pipeline_local import DEMO_SIMULATION, run_local, simulate_demo_data
+    from pipelines.local import DEMO_SIMULATION, run_local, simulate_demo_data
 
     if simulate:
         cfg = DEMO_SIMULATION
@@ -148,12 +151,10 @@ def fraud(
     else:
         raise click.BadParameter(f"{params.transactions} does not exist",
                                  param_hint="--transactions")
-    config_path = ctx.find_root().obj.get("config_path")
     verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     summary = run_local(
         params,
         settings=settings,
-        config_path=Path(config_path) if config_path else None,
         pipeline_root=pipeline_root,
         log_stream=sys.stderr if verbose else None,
     )

@@ -49,20 +49,20 @@ from sklearn.preprocessing import StandardScaler
 from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features
 from vigil import contract as c
 from vigil.errors import DataError
-from vigil.evaluation.metrics import DEFAULT_K, drop_known_compromised, evaluate
+from vigil.evaluation.metrics import (
+    DEFAULT_K,
+    METRIC_LABELS,
+    METRICS,
+    MetricName,
+    drop_known_compromised,
+    evaluate,
+)
 from vigil.training import train_lightgbm
 
 log = logging.getLogger(__name__)
 
 ProtocolName = Literal["ch3", "ch5"]
 PROTOCOLS: Final[tuple[ProtocolName, ...]] = get_args(ProtocolName)
-MetricName = Literal["auc_roc", "average_precision", "card_precision_at_100"]
-METRICS: Final[tuple[MetricName, ...]] = get_args(MetricName)
-METRIC_LABELS: Final[dict[MetricName, str]] = {
-    "auc_roc": "AUC ROC",
-    "average_precision": "AP",
-    "card_precision_at_100": "CP@100",
-}
 #: How a configuration is chosen on the validation folds: one per metric (the book's
 #: ``get_summary_performances``), or one for all three by the named metric.
 Selection = Literal["per-metric", "auc_roc", "average_precision", "card_precision_at_100"]
@@ -109,7 +109,7 @@ def _one(v: float) -> tuple[float, float]:
     return (v, v)
 
 
-#: The book's results on its simulated data (DESIGN.md, "the anchor to beat").
+#: The book's results on its simulated data (docs/DESIGN.md, "the anchor to beat").
 PUBLISHED: Final[dict[ProtocolName, tuple[Published, ...]]] = {
     "ch3": (
         Published("Logistic regression", _one(0.871), _one(0.606), _one(0.291)),

@@ -1,0 +1,298 @@
+"""Vigil's settings: one strict model, filled from a YAML file and the environment.
+
+Where a value comes from, highest precedence first:
+
+1. environment variables: ``VIGIL_`` + the field path in upper case, nested levels joined by
+   ``__`` (``VIGIL_HOME``, ``VIGIL_REDIS__URL``, ``VIGIL_SERVING__MAX_INSTANCES``); MLflow's own
+   ``MLFLOW_TRACKING_URI`` sets ``registry.tracking_uri`` below ``VIGIL_REGISTRY__TRACKING_URI``;
+2. the YAML file named by ``--config`` or ``VIGIL_CONFIG`` (``./vigil.yaml`` when present), with
+   ``${VAR}`` and ``${VAR:-default}`` expanded;
+3. the defaults below, which run everything on 127.0.0.1 with state under ``./.vigil``.
+
+Strict everywhere: an unknown key in the file, an unknown ``VIGIL_<SECTION>__<FIELD>`` variable
+or a value of the wrong type is a :class:`~vigil.errors.ConfigError` naming the file or the
+variable and the field. On Kubernetes every setting arrives as an environment variable (from a
+ConfigMap); secrets (the serving bearer token, passwords inside URLs) only ever come from the
+environment (Kubernetes Secrets). Loading has no side effects: nothing is created or connected.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from vigil.errors import ConfigError
+
+ENV_PREFIX: Final = "VIGIL_"
+ENV_NESTED: Final = "__"
+#: Names the settings file; not a setting itself.
+CONFIG_ENV: Final = "VIGIL_CONFIG"
+#: MLflow's own variable for the tracking URI, honoured below VIGIL_REGISTRY__TRACKING_URI.
+MLFLOW_TRACKING_URI_ENV: Final = "MLFLOW_TRACKING_URI"
+DEFAULT_CONFIG_FILE: Final = "vigil.yaml"
+
+#: The environment :func:`load_settings` reads (None: this process's).
+_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "vigil_settings_environment", default=None
+)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(StrictModel):
+    #: redis://[:password@]host:port/db of the online store.
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Budget of one online feature read on the serving path; beyond it, serving degrades.
+    timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
+    #: Socket timeout of the near-real-time appends (off the response path).
+    append_timeout_ms: float = Field(default=1_000.0, gt=0, le=60_000)
+
+
+class RegistrySettings(StrictModel):
+    #: Any MLflow tracking URI; default: a SQLite file under ``home``.
+    tracking_uri: str | None = None
+    #: The registered model that pipelines train and servers serve.
+    model_name: str = Field(default="fraud", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
+
+
+class FeatureSettings(StrictModel):
+    """Where features live. What they are is code (``feature_store``), versioned as fraud_v1."""
+
+    #: Feast project name (namespaces the keys of the online store).
+    project: str = Field(default="vigil", pattern=r"^[a-z][a-z0-9_]*$")
+
+
+class ServingSettings(StrictModel):
+    #: Address ``vigil serve`` binds: 127.0.0.1 on a laptop, 0.0.0.0 in a pod.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    #: Largest request body; larger ones get 413.
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    #: Transactions per request.
+    max_instances: int = Field(default=1_000, ge=1, le=100_000)
+    #: How far a TX_DATETIME may be ahead of the server clock.
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    #: Transactions per model call (concurrent requests are scored together up to this).
+    max_batch: int = Field(default=256, ge=1, le=100_000)
+    #: After an online-store failure, score with default features this long before retrying.
+    retry_after_s: float = Field(default=0.5, gt=0, le=60)
+    #: Inference log folder or object-storage URI (s3://..., gs://...); default:
+    #: ``<home>/inference_log/<model>``.
+    log_root: str | None = None
+    #: Inference log rotation: a new parquet file after this many rows or seconds.
+    log_rotate_rows: int = Field(default=50_000, ge=1)
+    log_rotate_seconds: float = Field(default=300.0, gt=0)
+    #: One log line per HTTP request (the inference log records every scored transaction).
+    access_log: bool = False
+    #: Seconds in-flight requests get to finish on SIGTERM.
+    grace_period_s: int = Field(default=30, ge=0, le=3600)
+
+
+class Settings(BaseSettings):
+    """All of Vigil's settings (see the module docstring for where they come from)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED,
+        case_sensitive=False,
+    )
+
+    #: Local state: offline store parquet, Feast registry, MLflow database, inference logs.
+    home: Path = Path(".vigil")
+    redis: RedisSettings = RedisSettings()
+    registry: RegistrySettings = RegistrySettings()
+    features: FeatureSettings = FeatureSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def inference_log_root(self) -> str:
+        name = self.registry.model_name
+        return self.serving.log_root or str((self.home / "inference_log" / name).resolve())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment over MLflow's variable over the file (passed as init values).
+        return _EnvSource(settings_cls), _MlflowUriSource(settings_cls), init_settings
+
+
+def _environment() -> Mapping[str, str]:
+    env = _ENVIRONMENT.get()
+    return os.environ if env is None else env
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over :func:`_environment`."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            _environment(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class _MlflowUriSource(PydanticBaseSettingsSource):
+    """``MLFLOW_TRACKING_URI`` as ``registry.tracking_uri``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        uri = _environment().get(MLFLOW_TRACKING_URI_ENV)
+        return {"registry": {"tracking_uri": uri}} if uri else {}
+
+
+def env_name(*path: str) -> str:
+    """The environment variable of a settings field, e.g. ``env_name("redis", "url")`` is
+    ``VIGIL_REDIS__URL``."""
+    return ENV_PREFIX + ENV_NESTED.join(p.upper() for p in path)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables that reproduce ``settings`` exactly in another process (a
+    pipeline step, a container): every field, nested ones joined by ``__``."""
+    out: dict[str, str] = {}
+
+    def walk(model: BaseModel, path: tuple[str, ...]) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, (*path, name))
+            elif value is not None:
+                out[env_name(*path, name)] = str(value)
+
+    walk(settings, ())
+    return out
+
+
+def expand_env(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+    env = os.environ if env is None else env
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set and has no default")
+
+    return _ENV_REF.sub(replace, text)
+
+
+def config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    """The settings file: ``path``, else ``$VIGIL_CONFIG``, else ``./vigil.yaml`` if present."""
+    if path is not None:
+        return Path(path)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_FILE) if Path(DEFAULT_CONFIG_FILE).is_file() else None
+
+
+def read_config_file(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    try:
+        loaded = yaml.safe_load(expand_env(text, env))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def _setting_variables(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Field path -> variable name of every environment variable that addresses a setting:
+    ``VIGIL_<FIELD>`` for a top-level field, any ``VIGIL_<A>__<B>...``; unknown paths raise."""
+    top = Settings.model_fields
+    out: dict[tuple[str, ...], str] = {}
+    for name in env:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        rest = upper[len(ENV_PREFIX):].lower()
+        if ENV_NESTED not in rest:
+            if rest in top and not _is_section(rest):
+                out[(rest,)] = name
+            continue  # other VIGIL_* variables (VIGIL_SERVING_TOKEN, ...) are not settings
+        path = tuple(rest.split(ENV_NESTED))
+        model: Any = Settings
+        for i, part in enumerate(path):
+            is_model = isinstance(model, type) and issubclass(model, BaseModel)
+            fields = model.model_fields if is_model else {}
+            if part not in fields:
+                where = ".".join(path[:i]) or "settings"
+                known = ", ".join(env_name(*path[:i], f) for f in fields)
+                raise ConfigError(
+                    f"environment variable {name}: {where} has no field {part!r} "
+                    f"(known: {known})"
+                )
+            model = fields[part].annotation
+        out[path] = name
+    return out
+
+
+def _is_section(name: str) -> bool:
+    annotation = Settings.model_fields[name].annotation
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def load_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from ``path`` (see :func:`config_path`) and the environment ``env`` (default:
+    this process's)."""
+    env = dict(os.environ) if env is None else dict(env)
+    file = config_path(path, env)
+    data = read_config_file(file, env) if file is not None else {}
+    variables = _setting_variables(env)
+    token = _ENVIRONMENT.set(env)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            variable = next(
+                (v for p, v in variables.items() if loc[: len(p)] == p), None
+            )
+            if variable is None and loc[:2] == ("registry", "tracking_uri"):
+                variable = MLFLOW_TRACKING_URI_ENV if env.get(MLFLOW_TRACKING_URI_ENV) else None
+            source = f"environment variable {variable}" if variable else str(file or "defaults")
+            problems.append(f"{source}: {'.'.join(loc)}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from e
+    finally:
+        _ENVIRONMENT.reset(token)
