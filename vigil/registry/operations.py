@@ -1,50 +1,40 @@
-"""The model registry: MLflow runs and registered models holding LightGBM text-format models.
+"""MLflow operations: register, read, load and move aliases of model versions (:class:`Registry`).
 
-Every registered version is one MLflow run plus one model version:
+Every registered version is one MLflow run plus one model version. The run (experiment
+``<name>``) holds the training params, the metrics, the short card tags and the artifacts
+``model/model.txt``, ``model/model.json`` and any reports under ``reports/``; the model
+version's source is the run's ``model`` folder and its tags are the whole card.
 
-* the run (experiment ``<name>``) holds the training params, the metrics, tags for the decision
-  threshold, feature service, training data range and git commit, and the artifacts
-  ``model/model.txt`` (LightGBM's own text format — never a pickle), ``model/model.json`` (the
-  card, for tools that only see the files) and any extra reports under ``reports/``;
-* the model version's source is the run's ``model`` folder; its tags are the card that serving
-  trusts: ``vigil.sha256`` (of ``model.txt``), ``vigil.threshold``, ``vigil.feature_service``,
-  ``vigil.feature_names``, ``vigil.train_start``/``vigil.train_end``, ``vigil.metrics``,
-  ``vigil.git_commit``.
-
-Aliases ``champion`` and ``challenger`` name the serving and the candidate model. Promotions keep
-the ordered list of earlier champions in the registered-model tag ``vigil.champion_history``, so
-that :meth:`Registry.rollback` can put the previous champion back. Loading recomputes the sha256
-of ``model.txt`` and refuses a model whose digest differs from the registry's.
-
-The tracking URI is any MLflow tracking URI; with a database URI (SQLite by default) the client
-writes artifacts itself, under ``<home>/mlartifacts``; with a tracking server the server decides.
+Aliases ``champion`` and ``challenger`` name the serving and the candidate model. Promotions
+keep the ordered list of earlier champions in the registered-model tag
+``vigil.champion_history``, so that :meth:`Registry.rollback` can put the previous champion
+back.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import re
-import subprocess
 import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import lightgbm
 import mlflow.artifacts
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from vigil.errors import ModelIntegrityError, RegistryError
+from vigil.errors import RegistryError
+from vigil.registry.card import CARD_FILE, CardDraft, ModelCard, card_from_version, draft_card
+from vigil.registry.lightgbm_flavor import MODEL_FILE, model_text, parse_booster, verified_booster
 
 if TYPE_CHECKING:
     from vigil.settings import Settings
@@ -53,31 +43,15 @@ CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 Alias = Literal["champion", "challenger"]
 
+#: Folders of a registration run: the model (the version's source) and the attached reports.
 MODEL_DIR: Final = "model"
-MODEL_FILE: Final = "model.txt"
-CARD_FILE: Final = "model.json"
 REPORTS_DIR: Final = "reports"
-MODEL_FORMAT: Final = "lightgbm-text"
 
-TAG_SHA256: Final = "vigil.sha256"
-TAG_FORMAT: Final = "vigil.format"
-TAG_THRESHOLD: Final = "vigil.threshold"
-TAG_FEATURE_SERVICE: Final = "vigil.feature_service"
-TAG_FEATURE_NAMES: Final = "vigil.feature_names"
-TAG_TRAIN_START: Final = "vigil.train_start"
-TAG_TRAIN_END: Final = "vigil.train_end"
-TAG_METRICS: Final = "vigil.metrics"
-TAG_GIT_COMMIT: Final = "vigil.git_commit"
 TAG_CHAMPION_HISTORY: Final = "vigil.champion_history"
-#: MLflow's own run tag for the source commit (shown by its UI).
-MLFLOW_GIT_COMMIT_TAG: Final = "mlflow.source.git.commit"
-
 #: Earlier champions remembered for rollback (the registered-model tag stays small).
 MAX_CHAMPION_HISTORY: Final = 100
-UNKNOWN_COMMIT: Final = "unknown"
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
-_GIT_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _REMOTE_SCHEMES: Final = frozenset({"http", "https", "databricks", "databricks-uc", "uc"})
 _MAX_PARAMS_PER_BATCH: Final = 100
 _RESOURCE_DOES_NOT_EXIST: Final = "RESOURCE_DOES_NOT_EXIST"
@@ -86,56 +60,11 @@ _INVALID_PARAMETER_VALUE: Final = "INVALID_PARAMETER_VALUE"
 
 
 @dataclass(frozen=True)
-class ModelCard:
-    """What the registry knows about one model version; serving trusts these fields."""
-
-    name: str
-    version: int
-    sha256: str
-    threshold: float
-    feature_service: str
-    #: Model input columns, in the booster's order.
-    feature_names: tuple[str, ...]
-    #: First and last day of the training data.
-    train_start: date
-    train_end: date
-    metrics: Mapping[str, float] = field(hash=False)
-    git_commit: str
-    run_id: str
-    #: Artifact URI of the folder holding ``model.txt`` and ``model.json``.
-    source: str
-    aliases: tuple[str, ...]
-    created: datetime
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} version {self.version}"
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """A booster whose bytes matched the registry's sha256, with its card."""
 
     booster: lightgbm.Booster = field(repr=False)
     card: ModelCard
-
-
-def detect_git_commit(directory: Path | None = None) -> str:
-    """``git rev-parse HEAD`` of the Vigil source tree, or ``"unknown"`` outside a checkout."""
-    cwd = directory or Path(__file__).resolve().parent
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return UNKNOWN_COMMIT
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and _GIT_SHA.match(commit) else UNKNOWN_COMMIT
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def default_artifact_root(tracking_uri: str, home: Path) -> Path | None:
@@ -208,102 +137,81 @@ class Registry:
         ``alias="champion"`` promotes the new version (remembering the previous champion).
         """
         _check_name(name)
-        text = _model_text(model)
-        booster = _parse_booster(text, what="the model to register", error=ValueError)
-        names = tuple(booster.feature_name())
-        if feature_names is not None and tuple(feature_names) != names:
-            raise ValueError(
-                f"feature_names {list(feature_names)} differ from the booster's {list(names)}"
-            )
-        if not math.isfinite(threshold) or not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-        if not feature_service:
-            raise ValueError("feature_service must not be empty")
-        start, end = (_as_date(d) for d in data_range)
-        if start > end:
-            raise ValueError(f"data range starts after it ends: {start} > {end}")
+        text = model_text(model)
+        booster = parse_booster(text, what="the model to register", error=ValueError)
+        card = draft_card(
+            name, text, booster, threshold=threshold, feature_service=feature_service,
+            data_range=data_range, metrics=metrics, params=params, feature_names=feature_names,
+            git_commit=git_commit,
+        )
         for path in artifacts:
             if not path.exists():
                 raise ValueError(f"artifact {path} does not exist")
-        metric_values = {str(k): float(v) for k, v in metrics.items()}
-        commit = git_commit or detect_git_commit()
-        data = text.encode("utf-8")
-        digest = sha256_hex(data)
-        card_tags = {
-            TAG_SHA256: digest,
-            TAG_FORMAT: MODEL_FORMAT,
-            TAG_THRESHOLD: repr(float(threshold)),
-            TAG_FEATURE_SERVICE: feature_service,
-            TAG_FEATURE_NAMES: json.dumps(list(names)),
-            TAG_TRAIN_START: start.isoformat(),
-            TAG_TRAIN_END: end.isoformat(),
-            TAG_METRICS: json.dumps(metric_values, sort_keys=True),
-            TAG_GIT_COMMIT: commit,
-        }
-        card_json = {
-            "name": name,
-            "format": MODEL_FORMAT,
-            "file": MODEL_FILE,
-            "sha256": digest,
-            "threshold": float(threshold),
-            "feature_service": feature_service,
-            "feature_names": list(names),
-            "train_start": start.isoformat(),
-            "train_end": end.isoformat(),
-            "metrics": metric_values,
-            "params": {k: str(v) for k, v in (params or {}).items()},
-            "git_commit": commit,
-        }
-
         experiment_id = self._experiment_id(self.experiment or name)
-        run_tags = {  # the card minus the long values (run tags hold 8,000 characters)
-            TAG_SHA256: digest,
-            TAG_FORMAT: MODEL_FORMAT,
-            TAG_THRESHOLD: card_tags[TAG_THRESHOLD],
-            TAG_FEATURE_SERVICE: feature_service,
-            TAG_TRAIN_START: card_tags[TAG_TRAIN_START],
-            TAG_TRAIN_END: card_tags[TAG_TRAIN_END],
-            TAG_GIT_COMMIT: commit,
-            MLFLOW_GIT_COMMIT_TAG: commit,
-        }
-        with self._mlflow_errors(f"cannot record a run for model {name!r}"):
-            run = self._client.create_run(experiment_id, tags=run_tags, run_name=run_name)
-        run_id = run.info.run_id
+        with self._run(experiment_id, card, run_name) as run:
+            self._log_params_and_metrics(run.info.run_id, card)
+            self._log_model(run.info.run_id, text, card)
+            self._log_reports(run.info.run_id, artifacts)
+            version = self._create_version(run, card)
+        return self._set_alias(name, version, alias)
+
+    @contextmanager
+    def _run(self, experiment_id: str, card: CardDraft, run_name: str | None) -> Iterator[Run]:
+        """A registration run tagged with the card; FINISHED when the block completes, FAILED
+        when it raises."""
+        with self._mlflow_errors(f"cannot record a run for model {card.name!r}"):
+            run = self._client.create_run(experiment_id, tags=card.run_tags(), run_name=run_name)
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
-            now = int(time.time() * 1000)
-            all_params = [Param(str(k), str(v)) for k, v in (params or {}).items()]
-            chunks = [all_params[i:i + _MAX_PARAMS_PER_BATCH]
-                      for i in range(_MAX_PARAMS_PER_BATCH, len(all_params), _MAX_PARAMS_PER_BATCH)]
-            with self._mlflow_errors(f"cannot record a run for model {name!r}"):
-                self._client.log_batch(
-                    run_id,
-                    metrics=[Metric(k, v, now, 0) for k, v in metric_values.items()],
-                    params=all_params[:_MAX_PARAMS_PER_BATCH],
-                )
-                for chunk in chunks:
-                    self._client.log_batch(run_id, params=chunk)
-            with tempfile.TemporaryDirectory(prefix="vigil-register-") as tmp:
-                model_dir = Path(tmp) / MODEL_DIR
-                model_dir.mkdir()
-                (model_dir / MODEL_FILE).write_bytes(data)
-                (model_dir / CARD_FILE).write_text(json.dumps(card_json, indent=2) + "\n")
-                self._client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
-            for path in artifacts:
-                if path.is_dir():
-                    self._client.log_artifacts(run_id, str(path), f"{REPORTS_DIR}/{path.name}")
-                else:
-                    self._client.log_artifact(run_id, str(path), REPORTS_DIR)
-            source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_DIR}"
-            self._ensure_registered_model(name)
-            with self._mlflow_errors(f"cannot create a version of model {name!r}"):
-                mv = self._client.create_model_version(
-                    name, source, run_id=run_id, tags=card_tags
-                )
+            yield run
             status = RunStatus.to_string(RunStatus.FINISHED)
         finally:
-            self._client.set_terminated(run_id, status)
-        version = int(mv.version)
+            self._client.set_terminated(run.info.run_id, status)
+
+    def _log_params_and_metrics(self, run_id: str, card: CardDraft) -> None:
+        """The metrics and the training params (MLflow takes 100 params per batch)."""
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in card.params.items()]
+        more = [params[i:i + _MAX_PARAMS_PER_BATCH]
+                for i in range(_MAX_PARAMS_PER_BATCH, len(params), _MAX_PARAMS_PER_BATCH)]
+        with self._mlflow_errors(f"cannot record a run for model {card.name!r}"):
+            self._client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in card.metrics.items()],
+                params=params[:_MAX_PARAMS_PER_BATCH],
+            )
+            for batch in more:
+                self._client.log_batch(run_id, params=batch)
+
+    def _log_model(self, run_id: str, text: str, card: CardDraft) -> None:
+        """``model/model.txt`` (the bytes the card's sha256 is of) and ``model/model.json``."""
+        with tempfile.TemporaryDirectory(prefix="vigil-register-") as tmp:
+            model_dir = Path(tmp) / MODEL_DIR
+            model_dir.mkdir()
+            (model_dir / MODEL_FILE).write_bytes(text.encode("utf-8"))
+            (model_dir / CARD_FILE).write_text(card.to_json())
+            self._client.log_artifacts(run_id, str(model_dir), MODEL_DIR)
+
+    def _log_reports(self, run_id: str, artifacts: Sequence[Path]) -> None:
+        """Files and folders under ``reports/``."""
+        for path in artifacts:
+            if path.is_dir():
+                self._client.log_artifacts(run_id, str(path), f"{REPORTS_DIR}/{path.name}")
+            else:
+                self._client.log_artifact(run_id, str(path), REPORTS_DIR)
+
+    def _create_version(self, run: Run, card: CardDraft) -> int:
+        """A new version of the card's model, its source the run's model folder."""
+        source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_DIR}"
+        self._ensure_registered_model(card.name)
+        with self._mlflow_errors(f"cannot create a version of model {card.name!r}"):
+            mv = self._client.create_model_version(
+                card.name, source, run_id=run.info.run_id, tags=card.version_tags()
+            )
+        return int(mv.version)
+
+    def _set_alias(self, name: str, version: int, alias: Alias | None) -> ModelCard:
+        """Give a new version its alias (a champion through :meth:`promote`); its card."""
         if alias == CHAMPION:
             return self.promote(name, version)
         if alias == CHALLENGER:
@@ -317,7 +225,7 @@ class Registry:
     ) -> ModelCard:
         """The card of a version, or of the version an alias points to (default: champion)."""
         mv, aliases = self._resolve(name, version, alias)
-        return _card(mv, aliases)
+        return card_from_version(mv, aliases)
 
     def get_alias(self, name: str, alias: str) -> ModelCard:
         return self.get_card(name, alias=alias)
@@ -350,7 +258,7 @@ class Registry:
             token = page.token
             if not token:
                 break
-        cards = [_card(mv, _aliases_of(aliases, int(mv.version))) for mv in versions]
+        cards = [card_from_version(mv, _aliases_of(aliases, int(mv.version))) for mv in versions]
         return sorted(cards, key=lambda c: c.version, reverse=True)
 
     def load_model(
@@ -369,22 +277,10 @@ class Registry:
                     registry_uri=self.tracking_uri,
                 )
             data = Path(local).read_bytes()
-        actual = sha256_hex(data)
-        if actual != card.sha256:
-            raise ModelIntegrityError(
-                f"refusing to load {card.label}: sha256 of {MODEL_FILE} is {actual}, the registry "
-                f"recorded {card.sha256} (the artifact at {card.source} was modified or corrupted)"
-            )
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ModelIntegrityError(f"{card.label}: {MODEL_FILE} is not UTF-8 text") from e
-        booster = _parse_booster(text, what=card.label, error=ModelIntegrityError)
-        if tuple(booster.feature_name()) != card.feature_names:
-            raise ModelIntegrityError(
-                f"{card.label}: booster features {booster.feature_name()} differ from the "
-                f"registry's {list(card.feature_names)}"
-            )
+        booster = verified_booster(
+            data, sha256=card.sha256, feature_names=card.feature_names, what=card.label,
+            source=card.source,
+        )
         return LoadedModel(booster=booster, card=card)
 
     def champion_history(self, name: str) -> list[int]:
@@ -579,66 +475,3 @@ def _history(registered: RegisteredModel) -> list[int]:
         )
     return history
 
-
-def _as_date(value: date) -> date:
-    return value.date() if isinstance(value, datetime) else value
-
-
-def _model_text(model: lightgbm.Booster | Path | str) -> str:
-    if isinstance(model, lightgbm.Booster):
-        return model.model_to_string()
-    if isinstance(model, Path):
-        try:
-            return model.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read LightGBM model file {model}: {e}") from e
-    return model
-
-
-def _parse_booster(text: str, *, what: str, error: type[Exception]) -> lightgbm.Booster:
-    """A booster from LightGBM's text format (the only format Vigil stores)."""
-    if not text.startswith("tree\n"):
-        raise error(f"{what} is not in LightGBM's text model format")
-    try:
-        return lightgbm.Booster(model_str=text)
-    except lightgbm.basic.LightGBMError as e:
-        raise error(f"{what}: LightGBM cannot parse the model text: {e}") from e
-
-
-def _card(mv: ModelVersion, aliases: tuple[str, ...]) -> ModelCard:
-    tags = mv.tags
-    label = f"{mv.name} version {mv.version}"
-    missing = [t for t in (TAG_SHA256, TAG_THRESHOLD, TAG_FEATURE_SERVICE, TAG_FEATURE_NAMES,
-                           TAG_TRAIN_START, TAG_TRAIN_END, TAG_METRICS) if t not in tags]
-    if missing:
-        raise RegistryError(f"{label} was not registered by Vigil: tags {missing} are missing")
-    if tags.get(TAG_FORMAT, MODEL_FORMAT) != MODEL_FORMAT:
-        raise RegistryError(f"{label} has format {tags[TAG_FORMAT]!r}, expected {MODEL_FORMAT!r}")
-    try:
-        threshold = float(tags[TAG_THRESHOLD])
-        feature_names = json.loads(tags[TAG_FEATURE_NAMES])
-        metrics = json.loads(tags[TAG_METRICS])
-        start = date.fromisoformat(tags[TAG_TRAIN_START])
-        end = date.fromisoformat(tags[TAG_TRAIN_END])
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
-        raise RegistryError(f"{label} has a malformed card tag: {e}") from e
-    if not isinstance(feature_names, list) or not all(isinstance(n, str) for n in feature_names):
-        raise RegistryError(f"{label}: tag {TAG_FEATURE_NAMES} must be a list of names")
-    if not isinstance(metrics, dict):
-        raise RegistryError(f"{label}: tag {TAG_METRICS} must be a mapping")
-    return ModelCard(
-        name=mv.name,
-        version=int(mv.version),
-        sha256=tags[TAG_SHA256],
-        threshold=threshold,
-        feature_service=tags[TAG_FEATURE_SERVICE],
-        feature_names=tuple(feature_names),
-        train_start=start,
-        train_end=end,
-        metrics={str(k): float(v) for k, v in metrics.items()},
-        git_commit=tags.get(TAG_GIT_COMMIT, UNKNOWN_COMMIT),
-        run_id=mv.run_id or "",
-        source=mv.source or "",
-        aliases=aliases,
-        created=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC),
-    )
