@@ -21,6 +21,7 @@ from vigil.errors import DataError
 from vigil.training import TrainedModel, train_lightgbm
 from vigil_cli import handbook as bh
 from vigil_cli.cli import cli
+from vigil_cli.handbook import families
 
 pytestmark = pytest.mark.unit
 
@@ -299,7 +300,7 @@ def test_lightgbm_family_shares_one_run_across_rounds(
         fits.append(kwargs["num_boost_round"])
         return train_lightgbm(*args, **kwargs)
 
-    monkeypatch.setattr(bh, "train_lightgbm", counting)
+    monkeypatch.setattr(families, "train_lightgbm", counting)
     features = bh.DEFAULT_SPEC.features
     grid = [{"num_leaves": 7, bh.ROUNDS: r} for r in (5, 20)] + [{"num_leaves": 3, bh.ROUNDS: 10}]
     family = bh.LightGBMFamily("lgbm", features, grid)
