@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from components.gate import check_metric, decide
-from components.results import ChampionScores, DataSummary, Evaluation
+from components.results import ChampionScores, Evaluation, Featurization
 from components.runtime import say
 from components.train import TrainingResult
 from components.windows import DELAY, FIT, SPLIT_COLUMN, TEST, VALID
@@ -46,7 +46,7 @@ def evaluate_model(
     model_dir: Path,
     report_dir: Path,
     *,
-    data: DataSummary,
+    data: Featurization,
     settings: Settings,
     comparison_metric: str = "average_precision",
     quality_floor: float = 0.0,

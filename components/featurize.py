@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.results import DataSummary
+from components.results import Featurization
 from components.runtime import say
 from components.windows import DELAY, FIT, SPLIT_COLUMN, SPLITS, TEST, VALID, WindowSpec
 from feature_store.jobs import featurize
@@ -28,6 +28,7 @@ from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC
 from vigil import contract as c
 from vigil.data.ingest import read_transactions
+from vigil.data.summary import summarize_transactions
 from vigil.errors import DataError
 from vigil.settings import Settings
 
@@ -43,16 +44,17 @@ def featurize_data(
     settings: Settings,
     windows: WindowSpec,
     dataset: Path,
-) -> DataSummary:
+) -> Featurization:
     """Featurize ``transactions`` into the offline store of ``settings`` and write the
     point-in-time dataset of the evaluation windows to ``dataset`` (parquet)."""
     raw = read_transactions(transactions).frame
     if raw.empty:
         raise DataError("no transactions to featurize", file=str(transactions))
+    summary = summarize_transactions(raw)
+    resolved = windows.resolve(*summary.span())
+    say(STEP, f"{summary.rows:,} transactions {summary.first} .. {summary.last}; "
+              f"{resolved.describe()}")
     times = raw[c.TX_DATETIME]
-    first, last = pd.Timestamp(times.min()), pd.Timestamp(times.max())
-    resolved = windows.resolve(first.date(), last.date())
-    say(STEP, f"{len(raw):,} transactions {first} .. {last}; {resolved.describe()}")
 
     t0 = time.perf_counter()
     _, result = featurize(raw, None, settings=settings)
@@ -95,12 +97,9 @@ def featurize_data(
     say(STEP, "dataset " + ", ".join(
         f"{name} {split_rows[name]:,} rows ({split_frauds[name]:,} frauds)" for name in SPLITS
     ))
-    return DataSummary(
+    return Featurization(
         source=str(transactions),
-        rows=len(raw),
-        frauds=int(raw[c.TX_FRAUD].sum()),
-        first=first.isoformat(),
-        last=last.isoformat(),
+        transactions=summary,
         windows=resolved,
         split_rows=split_rows,
         split_frauds=split_frauds,

@@ -112,7 +112,7 @@ def evaluate(
     from pathlib import Path
 
     from components.evaluate import STEP, evaluate_model, ui_metrics
-    from components.results import DataSummary, to_json
+    from components.results import Featurization, to_json
     from components.runtime import step, step_settings
 
     with step(STEP):
@@ -120,7 +120,7 @@ def evaluate(
             Path(dataset.path),
             Path(model.path),
             Path(report.path),
-            data=DataSummary.from_json(data),
+            data=Featurization.from_json(data),
             settings=step_settings(vigil_home, vigil_config, model_name),
             comparison_metric=comparison_metric,
             quality_floor=quality_floor,

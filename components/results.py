@@ -13,6 +13,7 @@ from datetime import date
 from typing import Any, Final, Literal
 
 from components.windows import SPLITS, EvaluationWindows
+from vigil.data.summary import TransactionSummary
 from vigil.errors import VigilError
 
 #: Where the decision sends a candidate: an alias, or nowhere.
@@ -35,14 +36,12 @@ def _loads(text: str, what: str) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSummary:
-    """What featurize saw and how it split the data (the featurize step's result)."""
+class Featurization:
+    """The featurize step's result: what it read, how it split the data into the evaluation
+    windows, and the feature service the dataset's features come from."""
 
     source: str
-    rows: int
-    frauds: int
-    first: str
-    last: str
+    transactions: TransactionSummary
     windows: EvaluationWindows
     #: Rows and frauds of each split in the dataset (``train``, ``valid``, ``delay``, ``test``).
     split_rows: Mapping[str, int]
@@ -52,10 +51,7 @@ class DataSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
-            "rows": self.rows,
-            "frauds": self.frauds,
-            "first": self.first,
-            "last": self.last,
+            "transactions": self.transactions.to_dict(),
             "windows": self.windows.to_dict(),
             "split_rows": dict(self.split_rows),
             "split_frauds": dict(self.split_frauds),
@@ -63,13 +59,10 @@ class DataSummary:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DataSummary:
+    def from_dict(cls, data: Mapping[str, Any]) -> Featurization:
         return cls(
             source=str(data["source"]),
-            rows=int(data["rows"]),
-            frauds=int(data["frauds"]),
-            first=str(data["first"]),
-            last=str(data["last"]),
+            transactions=TransactionSummary.from_dict(data["transactions"]),
             windows=EvaluationWindows.from_dict(data["windows"]),
             split_rows={k: int(data["split_rows"].get(k, 0)) for k in SPLITS},
             split_frauds={k: int(data["split_frauds"].get(k, 0)) for k in SPLITS},
@@ -77,8 +70,8 @@ class DataSummary:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> DataSummary:
-        return cls.from_dict(_loads(text, "data summary"))
+    def from_json(cls, text: str) -> Featurization:
+        return cls.from_dict(_loads(text, "featurization"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +86,7 @@ class ChampionScores:
 class Evaluation:
     """The evaluate step's result: metrics of the candidate and the champion, and the gate."""
 
-    data: DataSummary
+    data: Featurization
     metrics: Mapping[str, float]
     champion: ChampionScores | None
     comparison_metric: str
@@ -144,7 +137,7 @@ class Evaluation:
         if decision not in ("champion", "challenger", REJECTED):
             raise VigilError(f"evaluation: unknown decision {decision!r}")
         return cls(
-            data=DataSummary.from_dict(data["data"]),
+            data=Featurization.from_dict(data["data"]),
             metrics={str(k): float(v) for k, v in data["metrics"].items()},
             champion=None if champion is None else ChampionScores(
                 version=int(champion["version"]),

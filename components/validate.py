@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError as PydanticValidationError
 
 from components.runtime import say
-from vigil.data.validation import ValidationConfig, validate_transactions
+from vigil.data.validation import SourceSummary, ValidationConfig, validate_transactions
 from vigil.errors import ConfigError, ValidationFailed
 
 STEP = "validate"
@@ -18,14 +18,13 @@ STEP = "validate"
 
 @dataclasses.dataclass(frozen=True)
 class ValidationOutcome:
-    rows: int
-    files: int
-    first: str | None
-    last: str | None
+    """The validate step's result: what it read and how many checks passed."""
+
+    summary: SourceSummary
     checks: int
 
     def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        return {"summary": self.summary.to_dict(), "checks": self.checks}
 
 
 def validation_config(min_fraud_share: float, max_fraud_share: float) -> ValidationConfig:
@@ -58,11 +57,4 @@ def validate_data(
         say(STEP, check.line())
     if not result.success:
         raise ValidationFailed(f"{result.failure_message()} (report: {html_report})", result)
-    summary = result.summary
-    return ValidationOutcome(
-        rows=summary.rows,
-        files=summary.files,
-        first=summary.first,
-        last=summary.last,
-        checks=len(result.checks),
-    )
+    return ValidationOutcome(summary=result.summary, checks=len(result.checks))

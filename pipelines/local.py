@@ -137,13 +137,13 @@ class RunSummary:
     def to_text(self) -> str:
         """The summary printed at the end of ``vigil run fraud --local``."""
         ev = self.evaluation
-        data = ev.data
+        data, tx = ev.data, ev.data.transactions
         champion = ev.champion
         lines = [
             self.headline(),
             f"  reason      {self.registration.reason}",
-            f"  data        {data.source}: {data.rows:,} transactions ({data.frauds:,} frauds), "
-            f"{data.first[:10]} .. {data.last[:10]}",
+            f"  data        {data.source}: {tx.rows:,} transactions ({tx.frauds:,} frauds), "
+            f"{tx.first_day} .. {tx.last_day}",
             f"  windows     {data.windows.describe()}",
             f"  test set    {ev.test_rows:,} transactions, {ev.test_frauds:,} frauds "
             f"({ev.dropped_known_compromised:,} of cards known compromised removed)",

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from feature_store.transforms import DEFAULT_SPEC
 from vigil import contract as c
 from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
+from vigil.data.summary import TransactionSummary
 from vigil.errors import DataError
 from vigil.training import TrainedModel, train_lightgbm
 from vigil_cli import handbook as bh
@@ -131,8 +132,8 @@ def _book_test_set(frame: pd.DataFrame, train_start: int) -> pd.DataFrame:
 
 
 def test_fold_sets_follow_the_book(data: bh.BenchmarkData) -> None:
-    plan = bh.plan_protocol("ch5", data.summary.first_day, data.summary.last_day)
-    assert (data.summary.first_day, data.summary.last_day) == (date(2021, 3, 1), date(2021, 5, 29))
+    plan = bh.plan_protocol("ch5", *data.summary.transactions.span())
+    assert data.summary.transactions.span() == (date(2021, 3, 1), date(2021, 5, 29))
     day = data.frame[bh.DAY]
     dropped_total = 0
     for fold in plan.folds:
@@ -160,7 +161,7 @@ def test_fold_sets_follow_the_book(data: bh.BenchmarkData) -> None:
 
 def test_fold_sets_need_both_classes(data: bh.BenchmarkData) -> None:
     genuine = bh.BenchmarkData(data.frame.assign(**{c.TX_FRAUD: 0}), data.summary)
-    fold = bh.Fold("test", 0, data.summary.first_day + timedelta(days=40))
+    fold = bh.Fold("test", 0, data.summary.transactions.first_day + timedelta(days=40))
     with pytest.raises(DataError, match="test fold 0: the training set"):
         bh.fold_sets(genuine, fold)
 
@@ -204,7 +205,7 @@ class OracleOnFamily:
 
 @pytest.mark.parametrize("selection", ["per-metric", "card_precision_at_100"])
 def test_selection_sees_validation_folds_only(data: bh.BenchmarkData, selection: str) -> None:
-    plan = bh.plan_protocol("ch5", data.summary.first_day, data.summary.last_day)
+    plan = bh.plan_protocol("ch5", *data.summary.transactions.span())
     validation = [bh.fold_sets(data, f) for f in plan.validation_folds]
     test = [bh.fold_sets(data, f) for f in plan.test_folds]
     cutoff = data.day_of(min(f.test_start for f in plan.test_folds))
@@ -277,7 +278,9 @@ def test_targets_compare_at_the_books_precision(cp: float, met: bool) -> None:
     model = bh.ModelResult("m", (), "per-metric", (test,), dict.fromkeys(bh.METRICS, test), 0, 0)
     validation, test_folds = bh.folds_for("ch5", bh.HANDBOOK_ANCHOR)
     plan = bh.ProtocolPlan("ch5", bh.HANDBOOK_ANCHOR, "handbook", validation, test_folds)
-    summary = bh.DataSummary(1, 1, 1, 1, date(2018, 4, 1), date(2018, 9, 30), 0.0)
+    summary = bh.PreparedData(
+        TransactionSummary(1, 1, 1, 1, pd.Timestamp("2018-04-01"), pd.Timestamp("2018-09-30")), 0.0
+    )
     result = bh.BenchmarkResult(plan, summary, (model,), 1.0, (0.5,) * 4)
     targets = result.targets()
     assert targets["auc_roc"]["met"] and targets["average_precision"]["met"]
@@ -293,7 +296,8 @@ def test_targets_compare_at_the_books_precision(cp: float, met: bool) -> None:
 def test_lightgbm_family_shares_one_run_across_rounds(
     data: bh.BenchmarkData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fs = bh.fold_sets(data, bh.Fold("test", 0, data.summary.first_day + timedelta(days=40)))
+    first_day, _ = data.summary.transactions.span()
+    fs = bh.fold_sets(data, bh.Fold("test", 0, first_day + timedelta(days=40)))
     fits: list[int] = []
 
     def counting(*args: Any, **kwargs: Any) -> TrainedModel:
@@ -364,7 +368,7 @@ def test_cli_ch5_on_small_data(small_dir: Path, tmp_path: Path) -> None:
         if chosen == vigil["test_candidates"][0]["params"]:
             assert vigil["test"][metric]["mean"] == pytest.approx(np.mean(per_fold))
     assert set(payload["targets"]) == set(bh.METRICS)
-    assert payload["data"]["transactions"] > 0
+    assert payload["data"]["transactions"]["rows"] > 0
     assert payload["timings"]["total_seconds"] >= payload["timings"]["feature_seconds"]
 
 

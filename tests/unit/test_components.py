@@ -21,7 +21,7 @@ from components.evaluate import current_champion, evaluate_model, ui_metrics
 from components.featurize import DATASET_KEYS, featurize_data
 from components.gate import decide, explain_refusal
 from components.register import register_candidate
-from components.results import ChampionScores, DataSummary, Evaluation, Registration, to_json
+from components.results import ChampionScores, Evaluation, Featurization, Registration, to_json
 from components.runtime import EVENT_PREFIX, parse_event, step, step_settings
 from components.train import TRAINING_FILE, TrainingResult, parse_params, train_model
 from components.validate import validate_data, validation_config
@@ -217,9 +217,9 @@ def test_step_settings_apply_the_pipeline_parameters(tmp_path, monkeypatch):
 def test_validate_writes_reports_and_passes_good_data(tiny_daily_dir, tmp_path):
     outcome = validate_data(tiny_daily_dir, html_report=tmp_path / "v.html",
                             json_report=tmp_path / "v.json")
-    assert outcome.rows > 1000
-    assert outcome.files == 10
-    assert outcome.first is not None and outcome.first.startswith("2018-04-01")
+    assert outcome.summary.transactions.rows > 1000
+    assert outcome.summary.files == 10
+    assert outcome.summary.transactions.first_day == date(2018, 4, 1)
     assert json.loads((tmp_path / "v.json").read_text())["success"] is True
     assert "<html" in (tmp_path / "v.html").read_text()
 
@@ -256,7 +256,7 @@ def small_daily_dir(tmp_path_factory, small_simulation: Simulation) -> Path:
 
 
 @pytest.fixture(scope="module")
-def featurized(tmp_path_factory, small_daily_dir) -> tuple[Settings, Path, DataSummary]:
+def featurized(tmp_path_factory, small_daily_dir) -> tuple[Settings, Path, Featurization]:
     home = tmp_path_factory.mktemp("featurize_home")
     settings = _settings(home)
     dataset = home / "out" / "dataset.parquet"
@@ -270,8 +270,8 @@ def test_featurize_serves_the_training_set_through_feast(featurized, small_simul
     tx = small_simulation.transactions
     w = summary.windows
     assert (w.test_end, w.test_start) == (date(2018, 5, 30), date(2018, 5, 24))
-    assert summary.rows == len(tx)
-    assert summary.frauds == int(tx[c.TX_FRAUD].sum())
+    assert summary.transactions.rows == len(tx)
+    assert summary.transactions.frauds == int(tx[c.TX_FRAUD].sum())
     assert summary.feature_service == "fraud_v1"
 
     # Every row of the windows is there once, in its split, and nothing else.
@@ -412,7 +412,7 @@ def test_evaluate_without_champion(featurized, trained, registry_settings, tmp_p
         explain_refusal(result, "fraud")
 
 
-def _champion_from(booster_text: str, settings: Settings, summary: DataSummary) -> int:
+def _champion_from(booster_text: str, settings: Settings, summary: Featurization) -> int:
     card = Registry.from_settings(settings).register_model(
         booster_text, name=settings.registry.model_name, threshold=0.5, feature_service="fraud_v1",
         data_range=(summary.windows.train_start, summary.windows.train_end),
@@ -525,7 +525,7 @@ def test_current_champion(registry_settings, featurized, trained):
 
 def test_results_round_trip_and_reject_bad_json(featurized):
     _, _, summary = featurized
-    assert DataSummary.from_json(to_json(summary)) == summary
+    assert Featurization.from_json(to_json(summary)) == summary
     reg = Registration(True, "fraud", 3, CHALLENGER, "better")
     assert Registration.from_json(to_json(reg)) == reg
     with pytest.raises(VigilError, match="not JSON"):

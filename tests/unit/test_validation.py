@@ -80,12 +80,12 @@ def test_clean_simulated_data_passes(tiny_daily_dir: Path, tiny_simulation: Simu
         assert expected in names
     assert len(names) == len(set(names))
     tx = tiny_simulation.transactions
-    s = result.summary
-    assert (s.rows, s.files, s.daily_files, s.frauds) == (
+    s, t = result.summary, result.summary.transactions
+    assert (t.rows, s.files, s.daily_files, t.frauds) == (
         len(tx), tiny_simulation.config.n_days, tiny_simulation.config.n_days,
         int(tx[c.TX_FRAUD].sum()),
     )
-    assert s.first == str(tx[c.TX_DATETIME].min())
+    assert t.first == tx[c.TX_DATETIME].min()
     assert result.check(SHARE_CHECK).observed == pytest.approx(tx[c.TX_FRAUD].mean())
     assert result.check("row count ≥ 1").observed == len(tx)
 
@@ -327,7 +327,7 @@ def test_reports(
     assert failed["rows"][0] == {
         "file": _file_of(tiny_simulation, 10), c.TRANSACTION_ID: "10", c.TX_FRAUD: "7"
     }
-    assert data["summary"]["rows"] == len(tiny_transactions)
+    assert data["summary"]["transactions"]["rows"] == len(tiny_transactions)
     assert data["config"]["max_fraud_share"] == 0.2
     page = html_path.read_text()
     assert page.startswith("<!doctype html>")

@@ -41,8 +41,8 @@ from vigil.evaluation.metrics import METRIC_LABELS, METRICS
 from vigil_cli.handbook.data import (
     DAY,
     BenchmarkData,
-    DataSummary,
     FoldSets,
+    PreparedData,
     fold_sets,
     prepare,
 )
@@ -117,7 +117,6 @@ __all__ = [
     "BenchmarkResult",
     "Candidate",
     "CandidateResult",
-    "DataSummary",
     "Fold",
     "FoldKind",
     "FoldProgress",
@@ -127,6 +126,7 @@ __all__ = [
     "LogisticRegressionFamily",
     "ModelFamily",
     "ModelResult",
+    "PreparedData",
     "ProtocolName",
     "ProtocolPlan",
     "Published",

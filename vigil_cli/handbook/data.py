@@ -14,6 +14,7 @@ import pandas as pd
 
 from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features
 from vigil import contract as c
+from vigil.data.summary import TransactionSummary, summarize_transactions
 from vigil.errors import DataError
 from vigil.evaluation.metrics import drop_known_compromised
 from vigil_cli.handbook.protocol import Fold
@@ -25,33 +26,15 @@ DAY: Final = "PROTOCOL_DAY"
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSummary:
-    transactions: int
-    frauds: int
-    customers: int
-    terminals: int
-    first_day: date
-    last_day: date
+class PreparedData:
+    """What :func:`prepare` featurized: the transactions, and the seconds their features took."""
+
+    transactions: TransactionSummary
     feature_seconds: float
-
-    @property
-    def days(self) -> int:
-        return (self.last_day - self.first_day).days + 1
-
-    @property
-    def fraud_rate(self) -> float:
-        return self.frauds / self.transactions if self.transactions else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "transactions": self.transactions,
-            "frauds": self.frauds,
-            "fraud_rate": round(self.fraud_rate, 6),
-            "customers": self.customers,
-            "terminals": self.terminals,
-            "first_day": self.first_day.isoformat(),
-            "last_day": self.last_day.isoformat(),
-            "days": self.days,
+            "transactions": self.transactions.to_dict(),
             "feature_seconds": round(self.feature_seconds, 2),
         }
 
@@ -61,10 +44,11 @@ class BenchmarkData:
     """Features of every transaction with its protocol day, and a summary of the data."""
 
     frame: pd.DataFrame
-    summary: DataSummary
+    summary: PreparedData
 
     def day_of(self, d: date) -> int:
-        return (d - self.summary.first_day).days
+        first_day, _ = self.summary.transactions.span()
+        return (d - first_day).days
 
 
 def prepare(transactions: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> BenchmarkData:
@@ -87,16 +71,7 @@ def prepare(transactions: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> Ben
                 c.TX_DATETIME,
                 c.TX_DATETIME,
             )
-    summary = DataSummary(
-        transactions=len(frame),
-        frauds=int(frame[c.TX_FRAUD].sum()),
-        customers=int(transactions[c.CUSTOMER_ID].nunique()),
-        terminals=int(transactions[c.TERMINAL_ID].nunique()),
-        first_day=first.date(),
-        last_day=calendar.max().date(),
-        feature_seconds=seconds,
-    )
-    return BenchmarkData(frame, summary)
+    return BenchmarkData(frame, PreparedData(summarize_transactions(transactions), seconds))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ def format_table(result: BenchmarkResult) -> str:
     """Vigil's figures beside the published ones, as a fixed-width text table."""
     protocol = result.protocol
     n_test = len(result.plan.test_folds)
-    s = result.data
+    s = result.data.transactions
     head = (
         f"Handbook benchmark, {'chapter 3 (one split)' if protocol == 'ch3' else 'chapter 5'}"
         + (f" ({n_test} prequential test folds: mean ± std)" if protocol == "ch5" else "")
@@ -29,7 +29,7 @@ def format_table(result: BenchmarkResult) -> str:
     )
     lines = [
         head,
-        f"data: {s.transactions:,} transactions, {s.frauds:,} frauds ({s.fraud_rate:.2%}), "
+        f"data: {s.rows:,} transactions, {s.frauds:,} frauds ({s.fraud_rate:.2%}), "
         f"{s.first_day} .. {s.last_day}; anchor {result.plan.anchor} ({result.plan.dates_source})",
         f"test days: {test_days}",
         f"hyperparameters chosen on {len(result.plan.validation_folds)} validation folds, "
@@ -69,5 +69,5 @@ def format_table(result: BenchmarkResult) -> str:
         else:
             lines.append(f"{model.name}:")
             lines += [f"  {METRIC_LABELS[m]}: {names[m]}" for m in METRICS]
-    lines.append(f"{result.seconds:.0f} s (features {s.feature_seconds:.0f} s extra)")
+    lines.append(f"{result.seconds:.0f} s (features {result.data.feature_seconds:.0f} s extra)")
     return "\n".join(line.rstrip() for line in lines)

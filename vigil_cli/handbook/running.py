@@ -15,7 +15,7 @@ import numpy as np
 
 from vigil import contract as c
 from vigil.evaluation.metrics import DEFAULT_K, METRICS, MetricName, evaluate
-from vigil_cli.handbook.data import DAY, BenchmarkData, DataSummary, FoldSets, fold_sets
+from vigil_cli.handbook.data import DAY, BenchmarkData, FoldSets, PreparedData, fold_sets
 from vigil_cli.handbook.families import Candidate, ModelFamily, default_families
 from vigil_cli.handbook.protocol import (
     Fold,
@@ -232,7 +232,7 @@ def run_model(
 @dataclasses.dataclass(frozen=True)
 class BenchmarkResult:
     plan: ProtocolPlan
-    data: DataSummary
+    data: PreparedData
     models: tuple[ModelResult, ...]
     seconds: float
     #: Mean fraudulent cards per test day left after known-compromised removal, / 100: the
@@ -304,13 +304,8 @@ def run_benchmark(
     (one model).
     """
     t0 = time.perf_counter()
-    plan = plan_protocol(
-        protocol,
-        data.summary.first_day,
-        data.summary.last_day,
-        start,
-        warmup_days=feature_warmup_days(),
-    )
+    first_day, last_day = data.summary.transactions.span()
+    plan = plan_protocol(protocol, first_day, last_day, start, warmup_days=feature_warmup_days())
     selection = selection or ("per-metric" if protocol == "ch5" else "average_precision")
     progress(
         f"protocol {protocol}: anchor {plan.anchor} ({plan.dates_source}), data "

@@ -39,7 +39,7 @@ from vigil.data.validation.report import (
     HTML_REPORT,
     JSON_REPORT,
     CheckResult,
-    DataSummary,
+    SourceSummary,
     ValidationResult,
     write_reports,
 )
@@ -50,8 +50,8 @@ __all__ = [
     "JSON_REPORT",
     "SUITE_NAME",
     "CheckResult",
-    "DataSummary",
     "Progress",
+    "SourceSummary",
     "ValidationConfig",
     "ValidationResult",
     "require_valid",

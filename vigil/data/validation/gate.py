@@ -7,11 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
-from vigil import contract as c
 from vigil.data.ingest import RawTransactions, read_transactions
-from vigil.data.validation.report import DataSummary, ValidationResult, write_reports
+from vigil.data.validation.report import SourceSummary, ValidationResult, write_reports
 from vigil.data.validation.runner import run_suite
 from vigil.data.validation.suite import (
     ValidationConfig,
@@ -79,23 +76,9 @@ def validate_raw(
         source=source,
         success=all(check.success for check in checks_out),
         checks=tuple(checks_out),
-        summary=_summary(raw),
+        summary=SourceSummary.of(raw),
         config=config,
         seconds=round(time.perf_counter() - t0, 2),
-    )
-
-
-def _summary(raw: RawTransactions) -> DataSummary:
-    frame = raw.frame
-    when = frame[c.TX_DATETIME]
-    first, last = when.min(), when.max()
-    return DataSummary(
-        rows=len(frame),
-        files=len(raw.files),
-        daily_files=sum(1 for f in raw.files if f.day),
-        first=None if pd.isna(first) else str(first),
-        last=None if pd.isna(last) else str(last),
-        frauds=int(frame[c.TX_FRAUD].isin([1]).sum()) if c.TX_FRAUD in frame else None,
     )
 
 

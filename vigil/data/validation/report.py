@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import great_expectations as gx
 
+from vigil.data.summary import TransactionSummary, summarize_transactions
+
 if TYPE_CHECKING:
+    from vigil.data.ingest import RawTransactions
     from vigil.data.validation.suite import ValidationConfig
 
 JSON_REPORT = "validation.json"
@@ -58,14 +61,28 @@ class CheckResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSummary:
-    rows: int
+class SourceSummary:
+    """What the gate read: the transactions, and the files they came from."""
+
+    transactions: TransactionSummary
     files: int
     #: Files whose name carries a date, i.e. daily files.
     daily_files: int
-    first: str | None
-    last: str | None
-    frauds: int | None
+
+    @classmethod
+    def of(cls, raw: RawTransactions) -> SourceSummary:
+        return cls(
+            transactions=summarize_transactions(raw.frame),
+            files=len(raw.files),
+            daily_files=sum(1 for f in raw.files if f.day),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transactions": self.transactions.to_dict(),
+            "files": self.files,
+            "daily_files": self.daily_files,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +90,7 @@ class ValidationResult:
     source: str
     success: bool
     checks: tuple[CheckResult, ...]
-    summary: DataSummary
+    summary: SourceSummary
     config: ValidationConfig
     seconds: float
     great_expectations_version: str = gx.__version__
@@ -94,7 +111,7 @@ class ValidationResult:
             "source": self.source,
             "success": self.success,
             "failed": [check.name for check in self.failed],
-            "summary": dataclasses.asdict(self.summary),
+            "summary": self.summary.to_dict(),
             "checks": [dataclasses.asdict(check) for check in self.checks],
             "config": self.config.model_dump(),
             "seconds": self.seconds,
@@ -105,11 +122,11 @@ class ValidationResult:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     def headline(self) -> str:
-        s = self.summary
-        span = f", {s.first} .. {s.last}" if s.first else ""
+        s, t = self.summary, self.summary.transactions
+        span = f", {t.first} .. {t.last}" if t.first is not None else ""
         verdict = "passed" if self.success else f"FAILED ({len(self.failed)} failed)"
         return (
-            f"validation of {self.source}: {s.rows:,} rows in {s.files} file(s){span}; "
+            f"validation of {self.source}: {t.rows:,} rows in {s.files} file(s){span}; "
             f"{len(self.checks)} checks {verdict} in {self.seconds:.1f} s"
         )
 
@@ -167,17 +184,18 @@ def _e(value: object) -> str:
 
 
 def _render_html(result: ValidationResult) -> str:
-    s = result.summary
+    s, t = result.summary, result.summary.transactions
     verdict = (
         '<span class="verdict ok">passed</span>' if result.success
         else f'<span class="verdict bad">failed: {len(result.failed)} of '
         f"{len(result.checks)} checks</span>"
     )
     summary_rows = [
-        ("source", result.source), ("rows", f"{s.rows:,}"),
+        ("source", result.source), ("rows", f"{t.rows:,}"),
         ("files", f"{s.files:,} ({s.daily_files:,} daily)"),
-        ("first transaction", s.first or "–"), ("last transaction", s.last or "–"),
-        ("frauds", "–" if s.frauds is None else f"{s.frauds:,}"),
+        ("first transaction", "–" if t.first is None else t.first),
+        ("last transaction", "–" if t.last is None else t.last),
+        ("frauds", "–" if t.frauds is None else f"{t.frauds:,}"),
         ("fraud share bounds", f"{result.config.min_fraud_share:g} .. "
                                f"{result.config.max_fraud_share:g}"),
         ("seconds", f"{result.seconds:.2f}"),
