@@ -88,12 +88,13 @@ class RequestError(InvalidInput):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Bounds of an acceptable request."""
+    """Bounds of an acceptable request (``serving.max_instances`` and
+    ``serving.max_future_skew_s`` of :mod:`vigil.settings`)."""
 
     #: Transactions per request.
-    max_instances: int = 1_000
+    max_instances: int
     #: How far TX_DATETIME may be ahead of the server clock.
-    max_future_skew_s: float = 300.0
+    max_future_skew_s: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
