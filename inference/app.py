@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
@@ -54,8 +53,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from inference.model import FraudModel
 from inference.schema import RequestError, decode_v2
 from monitoring import metrics as m
-
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
