@@ -1,13 +1,15 @@
 """Serving under closed-loop load on 127.0.0.1, features from real Redis: Vigil vs. the stock
 pattern.
 
-* **Vigil**: ``vigil serve fraud`` (one worker, the shipped default): KServe ModelServer,
-  adaptive batching, one pipelined Redis read per batch, the shared transform, LightGBM on one
-  thread, near-real-time appends off the response path, inference log, metrics.
+* **Vigil**: ``vigil serve fraud`` (one process, as in a pod): KServe's model API in Vigil's
+  app on uvicorn, adaptive batching, one pipelined Redis read per batch, the shared
+  transform, LightGBM on one thread, near-real-time appends off the response path,
+  inference log, metrics.
 * **Stock**: a plain ``kserve.Model`` whose ``predict`` calls Feast's ``get_online_features``
   for each transaction (KServe's Feast transformer sample), computes the same features with the
-  same transform and calls the same booster; KServe's defaults (per-request access and latency
-  logs) except binding 127.0.0.1 without gRPC. It does not append to the histories.
+  same transform and calls the same booster; KServe's stock REST app (its routes, timing
+  middleware, per-request access and latency logs) on uvicorn, bound to 127.0.0.1, no gRPC.
+  It does not append to the histories.
 
 Both serve the same registered model over the same online store: the handbook-size simulation
 (5,000 customers, 10,000 terminals), histories materialized at the start of its last day into
@@ -179,12 +181,16 @@ def stock_server(config: str, port: int) -> None:
     from datetime import datetime
 
     import numpy as np
-    from kserve import Model
+    import uvicorn
+    from kserve import Model, ModelRepository
+    from kserve import logging as kserve_logging
+    from kserve.model_server import app
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.rest.server import RESTServer
 
     from feature_store.online import FeastHistories
     from feature_store.store import open_store
     from feature_store.transforms import OnlineRequest, online_features
-    from inference.app import LocalModelServer, LocalRESTServer
     from vigil import contract as c
     from vigil.registry import Registry
     from vigil.settings import load_settings
@@ -217,12 +223,17 @@ def stock_server(config: str, port: int) -> None:
 
     model = StockFraudModel("fraud")
     model.load()
-
-    def rest(dataplane: Any, extension: Any) -> LocalRESTServer:
-        return LocalRESTServer("kserve.model_server:app", dataplane, extension, port,
-                               host="127.0.0.1", access_log=True)
-
-    LocalModelServer(http_port=port, rest_server=rest, latency_logging=True).start([model])
+    model.enable_latency_logging = True  # KServe's default: a log line per request
+    repository = ModelRepository()
+    repository.update(model)
+    kserve_logging.configure_logging()
+    # KServe's stock app (kserve.model_server:app with its routes, middleware and handlers),
+    # served on 127.0.0.1: KServe's own server binds 0.0.0.0.
+    rest = RESTServer("kserve.model_server:app", DataPlane(model_registry=repository), None,
+                      port)
+    rest.create_application()
+    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                  loop="uvloop")).run()
 
 
 # ------------------------------------------------------------------------------- benchmark
@@ -395,7 +406,7 @@ def _result(runs: dict[str, list[dict[str, Any]]], batches: dict[int, float | No
         "load": {"duration_s": DURATION_S, "warmup_s": WARMUP_S, "concurrency": CONCURRENCY,
                  "generator": "separate process, asyncio+uvloop, HTTP/1.1 keep-alive, "
                               "closed loop, one transaction per request (V1)"},
-        "vigil_workers": 1,
+        "vigil_processes": 1,
         "vigil_mean_batch_size": batches,
         "runs": runs,
         "summary": summary,

@@ -1,58 +1,58 @@
-"""Server assembly: KServe's ``ModelServer`` and FastAPI app, hardened for Vigil.
+"""The model server's ASGI app: Vigil's routes, KServe's protocol endpoints, one middleware.
 
-:class:`LocalModelServer` is ``kserve.ModelServer`` with what local runs need: it binds the
-given host (127.0.0.1 by default; KServe's REST server hard-codes 0.0.0.0), runs no gRPC server,
-serves on uvloop, registers models that are not ready yet (readiness follows the model), keeps
-full garbage collections off the tail latency (:func:`tune_garbage_collector`), and stops every
-model after the server stopped (appends and the inference log are flushed on SIGTERM/SIGINT).
+:func:`create_app` builds a FastAPI app from KServe's public model API — the ``kserve.Model``
+(:class:`inference.model.FraudModel`) in a ``ModelRepository`` behind a ``DataPlane`` — and
+runs no KServe server class: :mod:`inference.server` serves the app with uvicorn, one process
+per pod (scale-out is replicas). The app has:
 
-:class:`VigilRESTServer` is KServe's ``RESTServer`` with, in front of KServe's own routes:
-
-* ``POST /v1/models/{name}:predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer`` that
-  check the content type, parse the body themselves (:mod:`inference.schema`) and call the
-  model through KServe's ``DataPlane`` (plain Starlette routes: no per-request dependency
-  injection);
-* ``GET /v2/models/{name}[/versions/{v}]`` (metadata incl. feature service and threshold),
-  ``GET /v2/health/ready`` (ready only when every model is), ``GET /v2`` and ``GET /metrics``
-  (Vigil's metrics, all workers);
-* the model-repository extension (load/unload over HTTP) and ``:explain`` disabled.
-
-:class:`ServingMiddleware` (pure ASGI) enforces the optional bearer token, the body limit (413),
-and counts every scoring request by model, version, outcome and status code. Exception handlers
-map typed errors to 4xx with ``{"error": "..."}``: invalid input 400 (415 for the content type,
-413 for size), unknown model or route 404, not ready 503. Only bugs are 500.
+* Vigil's routes, registered first so that they take precedence over KServe's for the same
+  paths: ``POST /v1/models/{name}:predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``
+  that check the content type, parse the body themselves (:mod:`inference.schema`) and call
+  the model through the ``DataPlane`` (plain Starlette routes: no per-request dependency
+  injection); ``GET /v2/models/{name}[/versions/{v}]`` (metadata incl. feature service and
+  threshold), ``GET /v2/models/{name}/versions/{v}/ready``, ``GET /v2/health/ready`` (ready
+  only when every model is), ``GET /v2``, ``GET /`` and ``GET /metrics`` (Vigil's metrics);
+  the model-repository extension (load/unload over HTTP) and ``:explain`` disabled;
+* KServe's own V1 and V2 endpoints (``register_v1_endpoints``, ``register_v2_endpoints``) for
+  the rest of the protocol: ``/v1/models``, ``/v1/models/{name}``, ``/v2/health/live``,
+  ``/v2/models``, ``/v2/models/{name}/ready``;
+* :class:`ServingMiddleware` (pure ASGI): the optional bearer token, the body limit (413), and
+  a count of every scoring request by model, version, outcome and status code;
+* exception handlers mapping typed errors to 4xx with ``{"error": "..."}``: invalid input 400
+  (415 for the content type, 413 for size), unknown model or route 404, not ready 503. There
+  is no catch-all handler: only bugs are 500;
+* a lifespan whose shutdown stops every model (near-real-time appends finished, the inference
+  log written) once uvicorn has let in-flight requests finish.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hmac
-import logging
 import re
-import signal
-import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Final
 
 import orjson
-import uvloop
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from kserve import InferResponse, ModelServer
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
-from kserve.model import BaseKServeModel
+from kserve import InferResponse, ModelRepository
+from kserve.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+)
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.model import FraudModel
 from inference.schema import RequestError, decode_v2
 from monitoring import metrics as m
-from vigil.process import tune_garbage_collector
-
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -207,17 +207,24 @@ class VigilRoutes:
     def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
 
-    def model(self, request: Request, name: str, version: str | None = None) -> FraudModel:
+    def served(self, name: str, version: str | None = None) -> FraudModel:
+        """The model served as ``name`` (and ``version``, when given); 404 otherwise."""
         found = self.dataplane.model_registry.get_model(name)
         if not isinstance(found, FraudModel):
             raise ModelNotFound(name[:64])
-        request.scope.setdefault("vigil", {})["model_version"] = found.version_label
         if version is not None and version != found.version_label:
             raise RequestError(
                 f"model {name} version {version[:32]!r} is not served here "
                 f"(serving version {found.version_label})",
                 status=404,
             )
+        return found
+
+    def model(self, request: Request, name: str, version: str | None = None) -> FraudModel:
+        """The model a scoring request asks for, ready to score."""
+        found = self.served(name)
+        request.scope.setdefault("vigil", {})["model_version"] = found.version_label
+        self.served(name, version)
         if not found.ready:
             raise ModelNotReady(name, "the model or the online store is not reachable yet")
         return found
@@ -281,20 +288,14 @@ class VigilRoutes:
     # ------------------------------------------------------------------ metadata, health
 
     async def v2_model_metadata(
-        self, model_name: str, request: Request, model_version: str | None = None
+        self, model_name: str, model_version: str | None = None
     ) -> Response:
-        found = self.dataplane.model_registry.get_model(model_name)
-        if not isinstance(found, FraudModel):
-            raise ModelNotFound(model_name[:64])
-        if model_version is not None and model_version != found.version_label:
-            raise RequestError(f"model {model_name} version {model_version[:32]!r} is not "
-                               f"served here (serving version {found.version_label})", status=404)
-        return json_response(found.metadata())
+        return json_response(self.served(model_name, model_version).metadata())
 
-    async def v2_model_metadata_version(
-        self, model_name: str, model_version: str, request: Request
-    ) -> Response:
-        return await self.v2_model_metadata(model_name, request, model_version)
+    async def v2_model_version_ready(self, model_name: str, model_version: str) -> Response:
+        if not self.served(model_name, model_version).ready:
+            raise ModelNotReady(model_name)
+        return json_response({"name": model_name, "ready": True})
 
     async def v2_ready(self) -> Response:
         models = self.dataplane.model_registry.get_models()
@@ -337,9 +338,12 @@ class VigilRoutes:
         r.add_api_route("/v2/models/{model_name}", self.v2_model_metadata, methods=["GET"],
                         response_model=None)
         r.add_api_route("/v2/models/{model_name}/versions/{model_version}",
-                        self.v2_model_metadata_version, methods=["GET"], response_model=None)
+                        self.v2_model_metadata, methods=["GET"], response_model=None)
+        r.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready",
+                        self.v2_model_version_ready, methods=["GET"], response_model=None)
         r.add_api_route("/v2/health/ready", self.v2_ready, methods=["GET"], response_model=None)
         r.add_api_route("/v2", self.v2_server_metadata, methods=["GET"], response_model=None)
+        r.add_api_route("/", self.dataplane.live, methods=["GET"], response_model=None)
         r.add_api_route("/metrics", self.metrics, methods=["GET"], response_model=None)
         r.add_api_route("/v2/repository/models/{model_name}/load", self.disabled,
                         methods=["POST"], response_model=None)
@@ -386,114 +390,54 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, _request_error)
     app.add_exception_handler(ModelNotFound, _not_found)
     app.add_exception_handler(ModelNotReady, _not_ready)
+    app.add_exception_handler(ServerNotReady, _not_ready)
+    app.add_exception_handler(ServerNotLive, _not_ready)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
 
-# ----------------------------------------------------------------------------- servers
+# ----------------------------------------------------------------------------- app
 
 
-class LocalRESTServer(RESTServer):
-    """KServe's REST server on a chosen host (KServe binds 0.0.0.0)."""
-
-    def __init__(self, *args: Any, host: str = "127.0.0.1", access_log: bool = False,
-                 sockets: list[socket.socket] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.config.host = host
-        self.access_log = access_log
-        self.sockets = sockets
-
-    async def start(self) -> None:
-        """KServe's ``start``, serving on pre-bound sockets when given (forked workers)."""
-        if not self.access_log:
-            # uvicorn logs a line per request when its access logger has handlers.
-            access = logging.getLogger("uvicorn.access")
-            access.handlers.clear()
-            access.propagate = False
-        self.create_application()
-        await self._server.serve(sockets=self.sockets)
+def stop_models(models: Sequence[FraudModel]) -> None:
+    """Stop every model (idempotent): appends finished, inference log written."""
+    for model in models:
+        model.stop()
 
 
-class VigilRESTServer(LocalRESTServer):
-    def __init__(self, *args: Any, token: str | None = None, max_body_bytes: int = 1 << 20,
-                 **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.token = token
-        self.max_body_bytes = max_body_bytes
+def create_app(
+    models: Sequence[FraudModel], *, token: str | None, max_body_bytes: int
+) -> FastAPI:
+    """The server's app over loaded ``models`` (see the module docstring). ``token``: the
+    bearer token every route but the health probes requires (None: none)."""
+    repository = ModelRepository()
+    for model in models:
+        repository.update(model)
+    dataplane = DataPlane(model_registry=repository)
 
-    def _add_middlewares(self, app: FastAPI) -> None:
-        # KServe's TimingMiddleware logs a line per request; Vigil's metrics replace it.
-        registry = self.dataplane.model_registry
-        app.add_middleware(
-            ServingMiddleware,
-            served=lambda name: registry.get_model(name) is not None,
-            token=self.token,
-            max_body_bytes=self.max_body_bytes,
-        )
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn runs this after the in-flight requests finished (or the grace period ran out).
+        stop_models(models)
 
-    def _register_endpoints(self, app: FastAPI) -> None:
-        app.include_router(VigilRoutes(self.dataplane).router())
-        super()._register_endpoints(app)
-
-    def _add_exception_handlers(self, app: FastAPI) -> None:
-        super()._add_exception_handlers(app)
-        add_exception_handlers(app)
-
-
-RestServerFactory = Callable[[DataPlane, ModelRepositoryExtension], RESTServer]
-
-#: Young collections every 5,000 net allocations (700 by default) and a full one every
-#: 50 x 100 of those (~12,000 requests at this service's allocation rate).
-class LocalModelServer(ModelServer):
-    """``kserve.ModelServer`` for one host, without gRPC, on uvloop (see module docstring)."""
-
-    def __init__(self, *, http_port: int, rest_server: RestServerFactory, grace_period: int = 30,
-                 latency_logging: bool = False):
-        """``latency_logging``: KServe's log line per request (Vigil's metrics replace it)."""
-        super().__init__(
-            http_port=http_port,
-            workers=1,
-            enable_grpc=False,
-            enable_docs_url=False,
-            enable_latency_logging=latency_logging,
-            grace_period=grace_period,
-        )
-        self._make_rest_server = rest_server
-
-    def start(self, models: list[BaseKServeModel]) -> None:
-        for model in models:
-            self.register_model(model)
-            model.enable_latency_logging = self.enable_latency_logging
-        rest = self._make_rest_server(self.dataplane, self.model_repository_extension)
-        self._rest_server = rest
-
-        def shut_down(signum: int, frame: object) -> None:
-            # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards; this
-            # handler covers signals before serving starts and keeps the re-raised one from
-            # killing the process before the models are stopped (inference log flushed).
-            rest._server.should_exit = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(sig, shut_down)
-        self.servers.append(rest.start())
-        tune_garbage_collector()
-        try:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(self._serve())
-        finally:
-            for model in models:
-                model.stop()
-
-
-def vigil_rest_server(
-    *, port: int, host: str, token: str | None, max_body_bytes: int, grace_period: int = 30,
-    access_log: bool = False, sockets: list[socket.socket] | None = None,
-) -> RestServerFactory:
-    def make(dataplane: DataPlane, extension: ModelRepositoryExtension) -> RESTServer:
-        return VigilRESTServer(
-            "kserve.model_server:app", dataplane, extension, port,
-            grace_period=grace_period, host=host, access_log=access_log, token=token,
-            max_body_bytes=max_body_bytes, sockets=sockets,
-        )
-
-    return make
+    app = FastAPI(
+        title="Vigil model server",
+        version=dataplane.metadata()["version"],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    # Starlette matches routes in order: Vigil's first, then KServe's for the rest.
+    app.include_router(VigilRoutes(dataplane).router())
+    register_v1_endpoints(app, dataplane, None)  # None: no model-repository extension
+    register_v2_endpoints(app, dataplane, None)
+    add_exception_handlers(app)
+    app.add_middleware(
+        ServingMiddleware,
+        served=lambda name: repository.get_model(name) is not None,
+        token=token,
+        max_body_bytes=max_body_bytes,
+    )
+    return app

@@ -24,7 +24,7 @@ _Item = tuple[Sequence[Transaction], str, "asyncio.Future[list[ScoredTransaction
 
 
 class MicroBatcher:
-    def __init__(self, scorer: Scorer, reader: AsyncReader | None = None, max_batch: int = 256):
+    def __init__(self, scorer: Scorer, *, max_batch: int, reader: AsyncReader | None = None):
         """``reader``: awaitable online-store reads (None: the scorer's blocking read).
         ``max_batch``: transactions per model call (a request is never split; a request
         larger than this is scored alone)."""

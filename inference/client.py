@@ -8,7 +8,7 @@ For the demo, tests and benchmarks::
         answer = predict(server.url, instances_from_frame(transactions.tail(3)))
         print(format_answer(answer))
 
-:func:`start_server` runs ``python -m vigil_cli [--config C] serve MODEL --port P`` on
+:func:`start_server` runs ``python -m vigil_cli [--config C] serve [MODEL] --port P`` on
 127.0.0.1, logs to a file, and returns once ``GET /v2/health/ready`` answers 200 (the model is
 loaded and the online store reachable). If the process exits first, or readiness does not come
 within the timeout, it raises :class:`ServerStartError` with the end of the log. Stopping sends
@@ -84,33 +84,30 @@ class ServerProcess:
 
 def server_command(
     *,
-    model_name: str = "fraud",
+    model_name: str | None = None,
     config: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int,
     version: int | None = None,
-    workers: int | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
+    """``vigil serve`` of ``model_name`` (None: the settings' ``registry.model_name``)."""
     cmd = [sys.executable, "-m", "vigil_cli"]
     if config is not None:
         cmd += ["--config", str(config)]
-    cmd += ["serve", model_name, "--host", host, "--port", str(port)]
+    cmd += ["serve", *([model_name] if model_name else []), "--host", host, "--port", str(port)]
     if version is not None:
         cmd += ["--version", str(version)]
-    if workers is not None:
-        cmd += ["--workers", str(workers)]
     return [*cmd, *extra_args]
 
 
 def start_server(
     *,
-    model_name: str = "fraud",
+    model_name: str | None = None,
     config: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
     version: int | None = None,
-    workers: int | None = None,
     env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     command: Sequence[str] | None = None,
@@ -127,7 +124,7 @@ def start_server(
         log_path = Path(name)
     cmd = list(command) if command is not None else server_command(
         model_name=model_name, config=config, host=host, port=port, version=version,
-        workers=workers, extra_args=extra_args,
+        extra_args=extra_args,
     )
     with open(log_path, "ab") as log:
         process = subprocess.Popen(

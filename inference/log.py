@@ -168,8 +168,8 @@ class InferenceLog:
         *,
         feature_names: tuple[str, ...] | list[str],
         model_name: str,
-        rotate_rows: int = 50_000,
-        rotate_seconds: float = 300.0,
+        rotate_rows: int,
+        rotate_seconds: float,
         max_buffered_rows: int = 1_000_000,
     ):
         self.fs, self.root, self.local = open_root(root)

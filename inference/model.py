@@ -48,51 +48,52 @@ from vigil.settings import Settings
 log = logging.getLogger(__name__)
 
 PLATFORM = "lightgbm"
-#: Socket timeout of the appender's connection (off the response path).
-APPEND_TIMEOUT_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
 class ServingOptions:
-    """Everything the predictor needs; :meth:`from_settings` fills it from Vigil's settings."""
+    """Everything the predictor needs, taken from Vigil's settings by :meth:`from_settings`
+    (no defaults of its own: :mod:`vigil.settings` holds them)."""
 
-    model_name: str = "fraud"
+    model_name: str
     #: Registry version to serve; None: the champion.
-    version: int | None = None
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_timeout_s: float = 0.02
-    project: str = "vigil"
+    version: int | None
+    redis_url: str
+    #: Budget of one online read on the response path.
+    redis_timeout_s: float
+    #: Socket timeout of the near-real-time appends (off the response path).
+    append_timeout_s: float
+    project: str
     #: Inference log folder or object-storage URI.
-    log_root: str = ".vigil/inference_log/fraud"
-    log_rotate_rows: int = 50_000
-    log_rotate_seconds: float = 300.0
-    limits: Limits = dataclasses.field(default_factory=Limits)
+    log_root: str
+    log_rotate_rows: int
+    log_rotate_seconds: float
+    limits: Limits
     #: After an online-store failure, score with defaults this long before asking again.
-    retry_after_s: float = 0.5
+    retry_after_s: float
     #: Transactions per model call.
-    max_batch: int = 256
+    max_batch: int
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        model_name: str | None = None,
-        version: int | None = None,
-        log_root: str | None = None,
-        limits: Limits | None = None,
-    ) -> ServingOptions:
-        name = model_name or settings.registry.model_name
+    def from_settings(cls, settings: Settings, *, version: int | None = None) -> ServingOptions:
+        """Options of serving ``settings.registry.model_name`` (``version``, or the champion)."""
+        serving, store = settings.serving, settings.redis
         return cls(
-            model_name=name,
+            model_name=settings.registry.model_name,
             version=version,
-            redis_url=settings.redis.url,
-            redis_timeout_s=settings.redis.timeout_ms / 1000,
+            redis_url=store.url,
+            redis_timeout_s=store.timeout_ms / 1000,
+            append_timeout_s=store.append_timeout_ms / 1000,
             project=settings.features.project,
-            log_root=log_root or str((settings.home / "inference_log" / name).resolve()),
-            log_rotate_rows=settings.serving.log_rotate_rows,
-            log_rotate_seconds=settings.serving.log_rotate_seconds,
-            limits=limits or Limits(),
+            log_root=settings.inference_log_root,
+            log_rotate_rows=serving.log_rotate_rows,
+            log_rotate_seconds=serving.log_rotate_seconds,
+            limits=Limits(
+                max_instances=serving.max_instances,
+                max_future_skew_s=serving.max_future_skew_s,
+            ),
+            retry_after_s=serving.retry_after_s,
+            max_batch=serving.max_batch,
         )
 
 
@@ -158,7 +159,7 @@ class FraudModel(Model):
         self.client, histories = serving_histories(o.redis_url, o.redis_timeout_s, o.project)
         # Appends run off the response path: their own connection and a looser timeout.
         self.append_client, append_histories = serving_histories(
-            o.redis_url, APPEND_TIMEOUT_S, o.project
+            o.redis_url, o.append_timeout_s, o.project
         )
         self.appender = Appender(
             append_histories, model_name=card.name, retry_after_s=o.retry_after_s

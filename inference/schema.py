@@ -13,7 +13,12 @@ REQUEST_COLUMNS`), in any letter case:
 ``TX_AMOUNT``
     finite number, ``0 <= amount <= 1e9``.
 ``TRANSACTION_ID`` (optional)
-    string or integer as above; generated (``vigil-<process>-<n>``) when absent.
+    string or integer as above; generated (``vigil-<process>-<n>``) when absent or null (V1),
+    or when the request has no ``TRANSACTION_ID`` input (V2). An empty string is not an id:
+    it is refused like any other bad value, in both protocols.
+
+Both protocols build their transactions with the one :func:`build_transaction`: V1 from each
+instance, V2 from each row of its tensors.
 
 Every problem raises :class:`RequestError` (an ``InvalidInput``, so HTTP 400 on any KServe
 route) whose message names the offending field, e.g. ``instances[2].TX_AMOUNT: must be >= 0``.
@@ -83,12 +88,13 @@ class RequestError(InvalidInput):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Bounds of an acceptable request."""
+    """Bounds of an acceptable request (``serving.max_instances`` and
+    ``serving.max_future_skew_s`` of :mod:`vigil.settings`)."""
 
     #: Transactions per request.
-    max_instances: int = 1_000
+    max_instances: int
     #: How far TX_DATETIME may be ahead of the server clock.
-    max_future_skew_s: float = 300.0
+    max_future_skew_s: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -231,23 +237,30 @@ def new_transaction_id() -> str:
     return new_id("vigil")
 
 
-def make_transaction(
+def build_transaction(
     values: Mapping[str, Any], where: str, limits: Limits, clock_us: int
 ) -> Transaction:
-    tid_value = values.get(c.TRANSACTION_ID)
-    generated = tid_value is None
+    """One transaction from its values by canonical field name: a V1 instance or a row of V2
+    tensors. ``where`` names a field in errors: a template with ``{field}``, e.g.
+    ``instances[3].{field}`` or ``inputs[{field}][3]``.
+
+    ``TRANSACTION_ID`` absent or None: an id is generated. Any other value must be a valid id
+    (an empty string is refused, naming the field).
+    """
+    tid = values.get(c.TRANSACTION_ID)
+    generated = tid is None
     return Transaction(
         transaction_id=(
             new_transaction_id()
             if generated
-            else parse_identifier(tid_value, f"{where}.{c.TRANSACTION_ID}")
+            else parse_identifier(tid, where.format(field=c.TRANSACTION_ID))
         ),
         time_us=parse_timestamp(
-            values[c.TX_DATETIME], f"{where}.{c.TX_DATETIME}", limits, clock_us
+            values[c.TX_DATETIME], where.format(field=c.TX_DATETIME), limits, clock_us
         ),
-        customer_id=parse_identifier(values[c.CUSTOMER_ID], f"{where}.{c.CUSTOMER_ID}"),
-        terminal_id=parse_identifier(values[c.TERMINAL_ID], f"{where}.{c.TERMINAL_ID}"),
-        amount=parse_amount(values[c.TX_AMOUNT], f"{where}.{c.TX_AMOUNT}"),
+        customer_id=parse_identifier(values[c.CUSTOMER_ID], where.format(field=c.CUSTOMER_ID)),
+        terminal_id=parse_identifier(values[c.TERMINAL_ID], where.format(field=c.TERMINAL_ID)),
+        amount=parse_amount(values[c.TX_AMOUNT], where.format(field=c.TX_AMOUNT)),
         generated_id=generated,
     )
 
@@ -292,7 +305,9 @@ def parse_v1(body: object, limits: Limits, clock_us: int | None = None) -> Scori
         if not isinstance(instance, dict):
             raise RequestError(f"must be an object, got {_kind(instance)}", field=where)
         transactions.append(
-            make_transaction(_canonical_fields(instance, where), where, limits, clock)
+            build_transaction(
+                _canonical_fields(instance, where), where + ".{field}", limits, clock
+            )
         )
     _check_unique_ids(transactions, "instances")
     return ScoringRequest("v1", transactions)
@@ -562,32 +577,14 @@ def _v2_transactions(
     inputs: Mapping[str, V2Input], count: int, limits: Limits, clock_us: int | None
 ) -> list[Transaction]:
     clock = now_us() if clock_us is None else clock_us
-    transactions = []
-    for row in range(count):
-        values = {name: tensor.values[row] for name, tensor in inputs.items()}
-        where = f"inputs[{{field}}][{row}]"
-        transactions.append(_v2_transaction(values, where, limits, clock))
+    transactions = [
+        build_transaction(
+            {name: tensor.values[row] for name, tensor in inputs.items()},
+            f"inputs[{{field}}][{row}]",
+            limits,
+            clock,
+        )
+        for row in range(count)
+    ]
     _check_unique_ids(transactions, f"inputs[{c.TRANSACTION_ID}]")
     return transactions
-
-
-def _v2_transaction(
-    values: Mapping[str, Any], where: str, limits: Limits, clock_us: int
-) -> Transaction:
-    def field(name: str) -> str:
-        return where.format(field=name)
-
-    tid = values.get(c.TRANSACTION_ID)
-    generated = tid is None or tid == ""
-    return Transaction(
-        transaction_id=(
-            new_transaction_id()
-            if generated
-            else parse_identifier(tid, field(c.TRANSACTION_ID))
-        ),
-        time_us=parse_timestamp(values[c.TX_DATETIME], field(c.TX_DATETIME), limits, clock_us),
-        customer_id=parse_identifier(values[c.CUSTOMER_ID], field(c.CUSTOMER_ID)),
-        terminal_id=parse_identifier(values[c.TERMINAL_ID], field(c.TERMINAL_ID)),
-        amount=parse_amount(values[c.TX_AMOUNT], field(c.TX_AMOUNT)),
-        generated_id=generated,
-    )

@@ -206,7 +206,7 @@ class Appender:
         histories: OnlineHistories,
         *,
         model_name: str,
-        retry_after_s: float = 0.5,
+        retry_after_s: float,
         max_pending: int = 100_000,
         threaded: bool = True,
         coalesce_s: float = 0.002,
@@ -357,7 +357,7 @@ class Scorer:
         *,
         appender: Appender | None = None,
         spec: FeatureSpec = DEFAULT_SPEC,
-        retry_after_s: float = 0.5,
+        retry_after_s: float,
         sink: Callable[[ScoredBatch], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):

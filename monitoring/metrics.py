@@ -6,32 +6,24 @@ Conventions (docs/DESIGN.md, principle 5): names start with ``vigil_serving_``, 
 (``v1``/``v2``), ``entity`` (``customer``/``terminal``), ``status`` (online-store status) and
 ``reason`` (:data:`DEGRADED_REASONS`). Request ids, customer ids or raw paths never become labels.
 
-The server runs one worker process by default. With several (``vigil serve --workers N``) the
-launcher sets ``PROMETHEUS_MULTIPROC_DIR`` *before* prometheus_client is imported, so every value
-lives in a per-process file and :func:`exposition` aggregates all workers (prometheus_client's
-multiprocess mode); the one gauge declares how to aggregate (``max``).
-
-Which mode is in force is read from prometheus_client itself (:func:`multiprocess_mode`), not
-from the environment: Feast sets ``PROMETHEUS_MULTIPROC_DIR`` to a temporary folder when it is
-imported, which says nothing about how the values of this process are stored.
+A server is one process (scale-out is replicas, each scraped on its own): values live in its
+memory and :func:`exposition` renders them. The server imports prometheus_client before Feast,
+which would otherwise switch it to file-backed multiprocess values
+(:func:`inference.server.prepare_process`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
-from prometheus_client import multiprocess as _multiprocess
-from prometheus_client import values as _values
 
 #: What became of a scoring request.
 OUTCOMES: Final = (
@@ -142,27 +134,9 @@ MODEL_INFO = Gauge(
     "vigil_serving_model_info",
     "The served model version and feature service (value 1).",
     ["model_name", "model_version", "feature_service"],
-    multiprocess_mode="max",
 )
 
 
-def multiprocess_mode() -> bool:
-    """Whether this process stores metric values in files (prometheus_client decided it when
-    it was imported, from ``PROMETHEUS_MULTIPROC_DIR``)."""
-    return _values.ValueClass is not _values.MutexValue
-
-
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of every metric of this process, or of all worker processes in
-    multiprocess mode, and its content type."""
-    if multiprocess_mode():
-        registry = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+    """The text exposition of every metric of this process, and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def mark_process_dead(pid: int) -> None:
-    """Multiprocess mode: drop the live gauges of a worker that exited."""
-    if multiprocess_mode():
-        _multiprocess.mark_process_dead(pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])

@@ -7,6 +7,7 @@ and take a copy (the ``*_transactions`` fixtures) before changing anything.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,21 @@ import pytest
 
 from vigil.data.simulate import Simulation, SimulationConfig, simulate, write_daily
 from vigil_cli.cli import main
+
+
+def _import_kserve_with_a_clean_command_line() -> None:
+    """``kserve.model_server`` parses ``sys.argv`` when imported (argparse, abbreviations on):
+    pytest's own options, e.g. ``--co`` (taken for ``--configure_logging``) or ``--timeout``,
+    would make it exit. Import it once here, before any test module does, with an empty
+    command line."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        importlib.import_module("kserve")
+    finally:
+        sys.argv = argv
+
+
+_import_kserve_with_a_clean_command_line()
 
 #: ~37k transactions over 60 days: enough for every fraud scenario to show up (milliseconds).
 SMALL_CONFIG = SimulationConfig(n_customers=300, n_terminals=600, n_days=60, seed=11)

@@ -296,3 +296,28 @@ def load_settings(
         raise ConfigError("; ".join(problems)) from e
     finally:
         _ENVIRONMENT.reset(token)
+
+
+def with_overrides(
+    settings: Settings, source: str, **sections: Mapping[str, Any]
+) -> Settings:
+    """``settings`` with some fields of its sections replaced, e.g. by command-line flags:
+    ``with_overrides(s, "command line", serving={"port": 9000})``. The new values win over the
+    environment and the file, and are checked like them: a bad one is a
+    :class:`~vigil.errors.ConfigError` naming ``source`` and the field."""
+    updates: dict[str, BaseModel] = {}
+    problems = []
+    for section, values in sections.items():
+        current = getattr(settings, section, None)
+        if not isinstance(current, BaseModel):
+            raise ConfigError(f"{source}: settings have no section {section!r}")
+        try:
+            updates[section] = type(current).model_validate({**current.model_dump(), **values})
+        except ValidationError as e:
+            problems += [
+                f"{source}: {'.'.join((section, *map(str, err['loc'])))}: {err['msg']}"
+                for err in e.errors()
+            ]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings.model_copy(update=updates)

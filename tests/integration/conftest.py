@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,21 +43,6 @@ from vigil.data.simulate import SimulationConfig, simulate
 from vigil.registry import ModelCard, Registry
 from vigil.settings import load_settings
 from vigil.training import train_lightgbm
-
-
-def _import_kserve_with_a_clean_command_line() -> None:
-    """``kserve.model_server`` parses ``sys.argv`` when imported (argparse, abbreviations on):
-    pytest's own options, e.g. ``--co`` (taken for ``--configure_logging``) or ``--timeout``,
-    would make it exit. Import it once here, before any test module does, with an empty
-    command line."""
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        importlib.import_module("kserve")
-    finally:
-        sys.argv = argv
-
-
-_import_kserve_with_a_clean_command_line()
 
 SHARED_REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SERVING_SIMULATION = SimulationConfig(n_customers=150, n_terminals=300, n_days=40, seed=3)

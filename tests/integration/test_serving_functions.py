@@ -111,7 +111,7 @@ def test_scorer_in_batch_semantics_and_appends(loaded, main_store, serving_model
     settings = load_settings(main_store.config)
     client = serving_redis_client(settings.redis.url, 1.0)
     histories = RedisHistories(client, main_store.project)
-    scorer = Scorer(loaded, histories)  # appends inline
+    scorer = Scorer(loaded, histories, retry_after_s=0.5)  # appends inline
     t0 = to_epoch_us(datetime(2018, 5, 7, 12))
     customer = "functions-test-customer"
     txs = [Transaction("f2", t0 + 10, customer, "1", 30.0),
@@ -149,7 +149,7 @@ def test_appender_keeps_failed_appends_until_the_store_answers(main_store):
     settings = load_settings(main_store.config)
     dead = serving_redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.05)
     appender = Appender(RedisHistories(dead, main_store.project), model_name="fraud",
-                        threaded=False)
+                        retry_after_s=0.5, threaded=False)
     t0 = to_epoch_us(datetime(2018, 5, 7, 13))
     requests = [OnlineRequest("p1", t0, "appender-customer", "1", 3.0),
                 OnlineRequest("p2", t0 + 1, "appender-customer", "1", 4.0)]
