@@ -27,31 +27,16 @@ from feature_store.transforms import (
     to_epoch_us,
 )
 from vigil import contract as c
+from vigil import ordering
 from vigil.errors import FeatureStoreError
-
-
-def id_order_key(ids: pd.Series) -> pd.DataFrame:
-    """Sort keys that order TRANSACTION_IDs numerically when they are numbers, else as text."""
-    as_text = ids.astype(str)
-    numeric = pd.to_numeric(as_text, errors="coerce")
-    return pd.DataFrame({"num": numeric.fillna(np.inf).to_numpy(), "text": as_text.to_numpy()})
 
 
 def event_order(transactions: pd.DataFrame) -> np.ndarray:
     """Positions of ``transactions`` in event order: (TX_DATETIME, TRANSACTION_ID), ids
-    compared as numbers when they are numbers (as the batch SQL does), else as text."""
-    ts = to_epoch_us(transactions[c.TX_DATETIME])
-    try:
-        numeric = pc.cast(_strings(transactions[c.TRANSACTION_ID]), pa.int64()).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        numeric = None
-    if numeric is not None:  # all ids are integers: two int64 keys sort fast
-        return np.lexsort((numeric, ts))
-    keys = id_order_key(transactions[c.TRANSACTION_ID])
-    frame = pd.DataFrame(
-        {"ts": transactions[c.TX_DATETIME].to_numpy(), "num": keys["num"], "text": keys["text"]}
+    compared by the one rule of :mod:`vigil.ordering` (as batch and serving do)."""
+    return ordering.event_order(
+        to_epoch_us(transactions[c.TX_DATETIME]), _strings(transactions[c.TRANSACTION_ID])
     )
-    return frame.sort_values(["ts", "num", "text"], kind="stable").index.to_numpy()
 
 
 def join_timestamps(transactions: pd.DataFrame) -> pd.Series:
@@ -66,16 +51,14 @@ def join_timestamps(transactions: pd.DataFrame) -> pd.Series:
     tied = pd.DataFrame({"c": customers, "ts": ts}).duplicated(keep=False).to_numpy()
     if tied.any():
         sub = transactions.reset_index(drop=True).loc[tied]
-        keys = id_order_key(sub[c.TRANSACTION_ID])
         ranked = pd.DataFrame(
             {
                 "c": sub[c.CUSTOMER_ID].to_numpy(),
                 "ts": sub[c.TX_DATETIME].to_numpy(),
-                "num": keys["num"].to_numpy(),
-                "text": keys["text"].to_numpy(),
+                "id": ordering.id_ranks(_strings(sub[c.TRANSACTION_ID])),
             },
             index=sub.index,
-        ).sort_values(["c", "ts", "num", "text"])
+        ).sort_values(["c", "ts", "id"])
         rank = ranked.groupby(["c", "ts"], sort=False).cumcount()
         ts = ts.copy()
         ts.loc[rank.index] = ts.loc[rank.index] + pd.to_timedelta(rank.to_numpy(), unit="us")
