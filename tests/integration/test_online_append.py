@@ -17,13 +17,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feature_store.online import (
-    HISTORY_SLACK_US,
-    RedisHistories,
-    _timestamp_bytes,
-    decode_customer,
-    encode_customer,
-)
+from feature_store.online import HISTORY_SLACK_US, RedisHistories
+from feature_store.online.codec import decode_customer, encode_customer, timestamp_bytes
 from feature_store.transforms import US_PER_DAY, CustomerHistory, OnlineRequest
 
 pytestmark = pytest.mark.integration
@@ -52,7 +47,7 @@ def _put(store: RedisHistories, key: bytes, history: CustomerHistory | None, ts_
     store.client.delete(key)
     if history is not None:
         mapping = dict(zip(store._c_fields, encode_customer(history), strict=True))
-        store.client.hset(key, mapping={**mapping, store._c_ts: _timestamp_bytes(ts_us)})
+        store.client.hset(key, mapping={**mapping, store._c_ts: timestamp_bytes(ts_us)})
 
 
 def _appended_by_cas(
@@ -165,4 +160,4 @@ def test_trims_to_the_horizon_plus_slack(store: RedisHistories) -> None:
         np.array([T0 + 1, newest], np.int64), np.array([2.0, 3.0]), ["kept", "new"]
     )
     assert [times, ids] == [encode_customer(expected)[0], encode_customer(expected)[2]]
-    assert ts == _timestamp_bytes(newest)
+    assert ts == timestamp_bytes(newest)
