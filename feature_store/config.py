@@ -22,11 +22,9 @@ class StoreConfig:
     repo_path: Path
     #: Feast project (namespaces the keys of the online store).
     project: str
-    #: redis://[:password@]host:port/db of the online store.
+    #: redis://[:password@]host:port/db of the online store. (Timeouts belong to each use:
+    #: the serving read budget is the server's, a materialization's is its job's.)
     redis_url: str
-    #: Socket timeout of the online store's clients when the caller gives none (the serving
-    #: read budget).
-    redis_timeout_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoreConfig:
@@ -34,7 +32,6 @@ class StoreConfig:
             repo_path=(settings.home / REPO_FOLDER).resolve(),
             project=settings.features.project,
             redis_url=settings.redis.url,
-            redis_timeout_s=settings.redis.timeout_ms / 1000,
         )
 
     @property

@@ -95,12 +95,11 @@ def featurize(
     return features, result
 
 
-def online_histories(config: StoreConfig, timeout_s: float | None = None) -> HistoryStore:
-    """The online histories of ``config``: Redis when it answers (socket timeout ``timeout_s``,
-    default ``config.redis_timeout_s``), else Feast (SQLite)."""
+def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:
+    """The online histories of ``config``: Redis when it answers (socket timeout
+    ``timeout_s``), else Feast (SQLite)."""
     if redis_reachable(config.redis_url):
-        timeout = config.redis_timeout_s if timeout_s is None else timeout_s
-        return RedisHistories(redis_client(config.redis_url, timeout), config.project)
+        return RedisHistories(redis_client(config.redis_url, timeout_s), config.project)
     return FeastHistories(open_store(config, online="sqlite"))
 
 

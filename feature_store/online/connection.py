@@ -3,13 +3,13 @@
 
 Two kinds of client:
 
-* batch and tools (materialization, the reachability probe): redis-py's defaults (it retries
-  a failed command a few times with back-off), the socket timeout asked for, at least 0.5 s
-  to connect;
-* serving (``serving=True``): every operation, connecting included, bounded by the timeout and
-  never retried, no health-check round trips: a slow or absent Redis costs one timeout, after
-  which the scorer degrades (redis-py's default policy retries three times with up-to-seconds
-  back-off, far beyond a 20 ms budget).
+* batch and tools (materialization, the reachability probe): the socket timeout asked for,
+  at least 0.5 s to connect, otherwise redis-py's defaults for a URL;
+* serving (``serving=True``): every operation, connecting included, bounded by the timeout,
+  never retried and no health-check round trips, stated explicitly rather than left to
+  redis-py's defaults (which differ between ``Redis(...)``, whose default policy retries three
+  times with up-to-seconds back-off, and ``Redis.from_url``): a slow or absent Redis costs one
+  timeout, after which the scorer degrades.
 """
 
 from __future__ import annotations
