@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import redis
 
 from bench.common import handbook_data, percentiles
 from feature_store import offline
-from feature_store.online import FeastHistories, RedisHistories
+from feature_store.config import StoreConfig
+from feature_store.jobs import MATERIALIZE_TIMEOUT_S
+from feature_store.online import FeastHistories, RedisHistories, redis_client
 from feature_store.store import open_store
 from feature_store.transforms import OnlineRequest, online_features, online_requests
 from vigil import contract as c
@@ -54,11 +55,12 @@ def main() -> dict[str, Any]:
     terminals = offline.terminal_snapshot(tx, cutoff)
     rows = len(customers) + len(terminals)
     project = f"bench_{uuid.uuid4().hex[:8]}"
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    ours = RedisHistories(client, project)
     with tempfile.TemporaryDirectory() as home:
         settings = Settings.model_validate({"home": Path(home), "features": {"project": project}})
-        feast = FeastHistories(open_store(settings, online="redis"))
+        config = StoreConfig.from_settings(settings)
+        client = redis_client(config.redis_url, MATERIALIZE_TIMEOUT_S)
+        ours = RedisHistories(client, project)
+        feast = FeastHistories(open_store(config, online="redis"))
         try:
             ours_s, feast_s = [], []
             for _ in range(LOADS):

@@ -188,6 +188,7 @@ def stock_server(config: str, port: int) -> None:
     from kserve.protocol.dataplane import DataPlane
     from kserve.protocol.rest.server import RESTServer
 
+    from feature_store.config import StoreConfig
     from feature_store.online import FeastHistories
     from feature_store.store import open_store
     from feature_store.transforms import OnlineRequest, online_features
@@ -197,7 +198,7 @@ def stock_server(config: str, port: int) -> None:
 
     settings = load_settings(config)
     loaded = Registry.from_settings(settings).load_model("fraud")
-    store = open_store(settings, online="redis")
+    store = open_store(StoreConfig.from_settings(settings), online="redis")
     epoch = datetime(1970, 1, 1)
 
     class StockFraudModel(Model):
@@ -245,7 +246,9 @@ def _prepare(home: Path, project: str) -> tuple[Path, list[str], dict[str, Any]]
     import yaml
 
     from bench.common import handbook_data
+    from feature_store.config import StoreConfig
     from feature_store.jobs import featurize, materialize
+    from feature_store.names import FEATURE_SERVICE
     from feature_store.transforms import DEFAULT_SPEC
     from vigil import contract as c
     from vigil.data.ingest import read_transactions
@@ -262,16 +265,17 @@ def _prepare(home: Path, project: str) -> tuple[Path, list[str], dict[str, Any]]
     config = home / "vigil.yaml"
     config.write_text(yaml.safe_dump({"home": str(home), "features": {"project": project}}))
     settings = load_settings(config)
-    features, _ = featurize(window, None, settings=settings, cutoff=cutoff.to_pydatetime())
+    store = StoreConfig.from_settings(settings)
+    features, _ = featurize(window, None, store=store, cutoff=cutoff.to_pydatetime())
     train = features[(features[c.TX_DATETIME] <= cutoff)
                      & (features[c.TX_DATETIME] > cutoff - pd.Timedelta(days=7))]
     trained = train_lightgbm(train, num_boost_round=100, feature_names=DEFAULT_SPEC.features)
     Registry.from_settings(settings).register_model(
-        trained.booster, name="fraud", threshold=0.5, feature_service="fraud_v1",
+        trained.booster, name="fraud", threshold=0.5, feature_service=FEATURE_SERVICE,
         data_range=(cutoff.date() - timedelta(days=7), cutoff.date()),
         metrics={}, alias="champion",
     )
-    materialize(settings)
+    materialize(store)
     traffic = window[window[c.TX_DATETIME] > cutoff].sort_values(c.TX_DATETIME)
     bodies = [
         json.dumps({"instances": [{
@@ -362,9 +366,9 @@ def main() -> dict[str, Any]:
 
 
 def _delete_project(project: str) -> None:
-    import redis
+    from feature_store.online import redis_client
 
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=30)
+    client = redis_client("redis://127.0.0.1:6379/0", 30.0)
     keys = list(client.scan_iter(match=f"*{project}", count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])

@@ -22,7 +22,9 @@ import pandas as pd
 from components.results import Featurization
 from components.runtime import say
 from components.windows import DELAY, FIT, SPLIT_COLUMN, SPLITS, TEST, VALID, WindowSpec
+from feature_store.config import StoreConfig
 from feature_store.jobs import featurize
+from feature_store.names import FEATURE_SERVICE
 from feature_store.offline import training_set
 from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC
@@ -33,7 +35,6 @@ from vigil.errors import DataError
 from vigil.settings import Settings
 
 STEP = "featurize"
-FEATURE_SERVICE = "fraud_v1"
 #: Columns every dataset row carries besides the features.
 DATASET_KEYS = (*c.KEY_COLUMNS, c.TX_TIME_DAYS)
 
@@ -57,7 +58,8 @@ def featurize_data(
     times = raw[c.TX_DATETIME]
 
     t0 = time.perf_counter()
-    _, result = featurize(raw, None, settings=settings)
+    store = StoreConfig.from_settings(settings)
+    _, result = featurize(raw, None, store=store)
     say(STEP, f"{result.rows:,} rows x {len(result.features)} features into the offline store "
               f"in {time.perf_counter() - t0:.1f} s")
 
@@ -65,7 +67,7 @@ def featurize_data(
     wanted = np.isin(split, (FIT, VALID, TEST))
     rows = raw.loc[wanted].reset_index(drop=True)
     t0 = time.perf_counter()
-    frame = training_set(open_store(settings), rows, feature_service=FEATURE_SERVICE)
+    frame = training_set(open_store(store), rows, feature_service=FEATURE_SERVICE)
     say(STEP, f"{len(frame):,} rows of {FEATURE_SERVICE} through Feast (point in time) "
               f"in {time.perf_counter() - t0:.1f} s")
     frame[c.TX_TIME_DAYS] = rows[c.TX_TIME_DAYS].to_numpy()

@@ -22,27 +22,18 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float64, Int64, PrimitiveFeastType, String
 
+from feature_store import names as n
 from feature_store.transforms import DEFAULT_SPEC
-from vigil import contract as c
-
-CUSTOMER_ID = c.CUSTOMER_ID
-TERMINAL_ID = c.TERMINAL_ID
-EVENT_TIMESTAMP = "event_timestamp"
-CREATED = "created"
-
-TRANSACTION_FEATURES = "transaction_features.parquet"
-CUSTOMER_HISTORY = "customer_history.parquet"
-TERMINAL_HISTORY = "terminal_history.parquet"
 
 customer = Entity(
-    name="customer",
-    join_keys=[CUSTOMER_ID],
+    name=n.CUSTOMER_ENTITY,
+    join_keys=[n.CUSTOMER_ID],
     value_type=ValueType.STRING,
     description="A card holder (the handbook's CUSTOMER_ID).",
 )
 terminal = Entity(
-    name="terminal",
-    join_keys=[TERMINAL_ID],
+    name=n.TERMINAL_ENTITY,
+    join_keys=[n.TERMINAL_ID],
     value_type=ValueType.STRING,
     description="A payment terminal (the handbook's TERMINAL_ID).",
 )
@@ -76,94 +67,95 @@ def build(data_dir: str = "data") -> Definitions:
     working directory instead.
     """
     transaction_features_source = FileSource(
-        name="transaction_features",
-        path=f"{data_dir}/{TRANSACTION_FEATURES}",
-        timestamp_field=EVENT_TIMESTAMP,
-        created_timestamp_column=CREATED,
+        name=n.TRANSACTION_FEATURES_SOURCE,
+        path=f"{data_dir}/{n.TRANSACTION_FEATURES_FILE}",
+        timestamp_field=n.EVENT_TIMESTAMP,
+        created_timestamp_column=n.CREATED,
         description="Batch features as of each transaction (vigil featurize).",
     )
     customer_history_source = FileSource(
-        name="customer_history_snapshot",
-        path=f"{data_dir}/{CUSTOMER_HISTORY}",
-        timestamp_field=EVENT_TIMESTAMP,
-        created_timestamp_column=CREATED,
+        name=n.CUSTOMER_HISTORY_SOURCE,
+        path=f"{data_dir}/{n.CUSTOMER_HISTORY_FILE}",
+        timestamp_field=n.EVENT_TIMESTAMP,
+        created_timestamp_column=n.CREATED,
         description="Each customer's recent transactions at the batch cutoff.",
     )
     terminal_history_source = FileSource(
-        name="terminal_history_snapshot",
-        path=f"{data_dir}/{TERMINAL_HISTORY}",
-        timestamp_field=EVENT_TIMESTAMP,
-        created_timestamp_column=CREATED,
+        name=n.TERMINAL_HISTORY_SOURCE,
+        path=f"{data_dir}/{n.TERMINAL_HISTORY_FILE}",
+        timestamp_field=n.EVENT_TIMESTAMP,
+        created_timestamp_column=n.CREATED,
         description="Each terminal's labels and when they become known, at the batch cutoff.",
     )
     customer_transactions_push = PushSource(
-        name="customer_transactions_push",
+        name=n.CUSTOMER_PUSH_SOURCE,
         batch_source=customer_history_source,
-        description="Near-real-time updates of customer_history after each scored transaction.",
+        description=f"Near-real-time updates of {n.CUSTOMER_HISTORY} after each scored "
+        "transaction.",
     )
 
     customer_spending = FeatureView(
-        name="customer_spending",
+        name=n.CUSTOMER_SPENDING,
         entities=[customer],
         ttl=timedelta(days=max(_spec.customer_windows_days)),
         schema=[Field(name=n, dtype=_dtype(n)) for n in _customer_features],
         source=transaction_features_source,
         online=False,
         description="Customer windows (the transaction included) as of each transaction.",
-        tags={"contract": "fraud_v1"},
+        tags={n.CONTRACT_TAG: n.FEATURE_SERVICE},
     )
     terminal_risk = FeatureView(
-        name="terminal_risk",
+        name=n.TERMINAL_RISK,
         entities=[terminal],
         ttl=timedelta(microseconds=_spec.label_delay_us + _spec.terminal_horizon_us),
         schema=[Field(name=n, dtype=_dtype(n)) for n in _terminal_features],
         source=transaction_features_source,
         online=False,
         description="Terminal counts and fraud ratios, windows ending 7 days before.",
-        tags={"contract": "fraud_v1"},
+        tags={n.CONTRACT_TAG: n.FEATURE_SERVICE},
     )
 
     customer_history = FeatureView(
-        name="customer_history",
+        name=n.CUSTOMER_HISTORY,
         entities=[customer],
         # Older than the horizon, a history holds nothing any window can see.
         ttl=timedelta(microseconds=_spec.customer_horizon_us),
         schema=[
-            Field(name="TX_TIMESTAMPS_US", dtype=Array(Int64)),
-            Field(name="TX_AMOUNTS", dtype=Array(Float64)),
-            Field(name="TX_IDS", dtype=Array(String)),
+            Field(name=n.TX_TIMESTAMPS_US, dtype=Array(Int64)),
+            Field(name=n.TX_AMOUNTS, dtype=Array(Float64)),
+            Field(name=n.TX_IDS, dtype=Array(String)),
         ],
         source=customer_transactions_push,
         online=True,
         description="The customer's transactions of the last 60 days, epoch microseconds UTC.",
-        tags={"contract": "fraud_v1_online"},
+        tags={n.CONTRACT_TAG: n.ONLINE_FEATURE_SERVICE},
     )
     terminal_history = FeatureView(
-        name="terminal_history",
+        name=n.TERMINAL_HISTORY,
         entities=[terminal],
         # Labels become known label_delay days after a transaction: a snapshot older than that
         # misses labels that should already count.
         ttl=timedelta(days=_spec.label_delay_days),
         schema=[
-            Field(name="LABEL_AVAILABLE_US", dtype=Array(Int64)),
-            Field(name="LABEL_FRAUD", dtype=Array(Int64)),
+            Field(name=n.LABEL_AVAILABLE_US, dtype=Array(Int64)),
+            Field(name=n.LABEL_FRAUD, dtype=Array(Int64)),
         ],
         source=terminal_history_source,
         online=True,
         description="The terminal's recent labels and when each becomes known (epoch µs UTC).",
-        tags={"contract": "fraud_v1_online"},
+        tags={n.CONTRACT_TAG: n.ONLINE_FEATURE_SERVICE},
     )
 
     fraud_v1 = FeatureService(
-        name="fraud_v1",
+        name=n.FEATURE_SERVICE,
         features=[customer_spending, terminal_risk],
         description="Inputs of the fraud model as of each transaction (plus request-time "
         "TX_AMOUNT, TX_DURING_WEEKEND, TX_DURING_NIGHT computed by feature_store.transforms).",
     )
     fraud_v1_online = FeatureService(
-        name="fraud_v1_online",
+        name=n.ONLINE_FEATURE_SERVICE,
         features=[customer_history, terminal_history],
-        description="What serving reads to compute fraud_v1 at request time.",
+        description=f"What serving reads to compute {n.FEATURE_SERVICE} at request time.",
     )
     return Definitions(
         entities=[customer, terminal],

@@ -1,7 +1,7 @@
 """Featurize and materialize: the batch side of the feature store as library functions.
 
 * :func:`featurize` computes the features of raw transactions (one row per transaction) and
-  writes them, plus the Feast offline sources under the settings' home.
+  writes them, plus the Feast offline sources of a :class:`~feature_store.config.StoreConfig`.
 * :func:`materialize` loads the latest history snapshots into the online store.
 * :func:`online_histories` opens the online store the serving path reads: Redis in Feast's
   layout when reachable, else Feast's SQLite store.
@@ -17,19 +17,26 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-import redis
 
 from feature_store import offline
-from feature_store.online import FeastHistories, HistoryStore, RedisHistories
-from feature_store.store import data_dir, open_store, redis_reachable
+from feature_store.config import StoreConfig
+from feature_store.online import (
+    FeastHistories,
+    HistoryStore,
+    RedisHistories,
+    redis_client,
+    redis_reachable,
+)
+from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
 from vigil.errors import FeatureStoreError
-from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.parquet"
+#: Socket timeout of a materialization's Redis client (script calls of hundreds of keys).
+MATERIALIZE_TIMEOUT_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +66,11 @@ def featurize(
     transactions: pd.DataFrame,
     out_dir: Path | None = None,
     *,
-    settings: Settings | None = None,
+    store: StoreConfig | None = None,
     cutoff: datetime | None = None,
 ) -> tuple[pd.DataFrame, FeaturizeResult]:
     """Features of every transaction; written to ``out_dir/features.parquet`` when given, and
-    to the Feast offline sources when ``settings`` is given (history snapshots at ``cutoff``,
+    to the Feast offline sources of ``store`` when given (history snapshots at ``cutoff``,
     default: the last transaction)."""
     t0 = time.perf_counter()
     features = batch_features(transactions, DEFAULT_SPEC)
@@ -73,8 +80,8 @@ def featurize(
         path = out_dir / FEATURES_FILE
         features.to_parquet(path, index=False)
     sources = None
-    if settings is not None:
-        sources = offline.write_sources(data_dir(settings), transactions, features, cutoff)
+    if store is not None:
+        sources = offline.write_sources(store.data_dir, transactions, features, cutoff)
     times = transactions[c.TX_DATETIME]
     result = FeaturizeResult(
         path=path,
@@ -88,23 +95,17 @@ def featurize(
     return features, result
 
 
-def redis_client(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
-    timeout = settings.redis.timeout_ms / 1000 if timeout_s is None else timeout_s
-    return redis.Redis.from_url(
-        settings.redis.url, socket_timeout=timeout, socket_connect_timeout=max(timeout, 0.5)
-    )
+def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:
+    """The online histories of ``config``: Redis when it answers (socket timeout
+    ``timeout_s``), else Feast (SQLite)."""
+    if redis_reachable(config.redis_url):
+        return RedisHistories(redis_client(config.redis_url, timeout_s), config.project)
+    return FeastHistories(open_store(config, online="sqlite"))
 
 
-def online_histories(settings: Settings, timeout_s: float | None = None) -> HistoryStore:
-    """The online histories for ``settings``: Redis when it answers, else Feast (SQLite)."""
-    if redis_reachable(settings.redis.url):
-        return RedisHistories(redis_client(settings, timeout_s), settings.features.project)
-    return FeastHistories(open_store(settings, online="sqlite"))
-
-
-def materialize(settings: Settings) -> MaterializeResult:
+def materialize(config: StoreConfig) -> MaterializeResult:
     """Load the history snapshots written by :func:`featurize` into the online store."""
-    paths = offline.SourcePaths.under(data_dir(settings))
+    paths = offline.SourcePaths.under(config.data_dir)
     for path in (paths.customer_history, paths.terminal_history):
         if not path.exists():
             raise FeatureStoreError(
@@ -112,7 +113,7 @@ def materialize(settings: Settings) -> MaterializeResult:
             )
     customers = pq.read_table(paths.customer_history).to_pandas()
     terminals = pq.read_table(paths.terminal_history).to_pandas()
-    store = online_histories(settings, timeout_s=30.0)
+    store = online_histories(config, timeout_s=MATERIALIZE_TIMEOUT_S)
     t0 = time.perf_counter()
     n_customers = store.write_customer_snapshot(customers)
     n_terminals = store.write_terminal_snapshot(terminals)

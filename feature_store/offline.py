@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from feature_store import definitions as d
+from feature_store import names as n
 from feature_store.transforms import (
     DEFAULT_SPEC,
     FeatureSpec,
@@ -27,31 +27,16 @@ from feature_store.transforms import (
     to_epoch_us,
 )
 from vigil import contract as c
+from vigil import ordering
 from vigil.errors import FeatureStoreError
-
-
-def id_order_key(ids: pd.Series) -> pd.DataFrame:
-    """Sort keys that order TRANSACTION_IDs numerically when they are numbers, else as text."""
-    as_text = ids.astype(str)
-    numeric = pd.to_numeric(as_text, errors="coerce")
-    return pd.DataFrame({"num": numeric.fillna(np.inf).to_numpy(), "text": as_text.to_numpy()})
 
 
 def event_order(transactions: pd.DataFrame) -> np.ndarray:
     """Positions of ``transactions`` in event order: (TX_DATETIME, TRANSACTION_ID), ids
-    compared as numbers when they are numbers (as the batch SQL does), else as text."""
-    ts = to_epoch_us(transactions[c.TX_DATETIME])
-    try:
-        numeric = pc.cast(_strings(transactions[c.TRANSACTION_ID]), pa.int64()).to_numpy()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        numeric = None
-    if numeric is not None:  # all ids are integers: two int64 keys sort fast
-        return np.lexsort((numeric, ts))
-    keys = id_order_key(transactions[c.TRANSACTION_ID])
-    frame = pd.DataFrame(
-        {"ts": transactions[c.TX_DATETIME].to_numpy(), "num": keys["num"], "text": keys["text"]}
+    compared by the one rule of :mod:`vigil.ordering` (as batch and serving do)."""
+    return ordering.event_order(
+        to_epoch_us(transactions[c.TX_DATETIME]), _strings(transactions[c.TRANSACTION_ID])
     )
-    return frame.sort_values(["ts", "num", "text"], kind="stable").index.to_numpy()
 
 
 def join_timestamps(transactions: pd.DataFrame) -> pd.Series:
@@ -66,16 +51,14 @@ def join_timestamps(transactions: pd.DataFrame) -> pd.Series:
     tied = pd.DataFrame({"c": customers, "ts": ts}).duplicated(keep=False).to_numpy()
     if tied.any():
         sub = transactions.reset_index(drop=True).loc[tied]
-        keys = id_order_key(sub[c.TRANSACTION_ID])
         ranked = pd.DataFrame(
             {
                 "c": sub[c.CUSTOMER_ID].to_numpy(),
                 "ts": sub[c.TX_DATETIME].to_numpy(),
-                "num": keys["num"].to_numpy(),
-                "text": keys["text"].to_numpy(),
+                "id": ordering.id_ranks(_strings(sub[c.TRANSACTION_ID])),
             },
             index=sub.index,
-        ).sort_values(["c", "ts", "num", "text"])
+        ).sort_values(["c", "ts", "id"])
         rank = ranked.groupby(["c", "ts"], sort=False).cumcount()
         ts = ts.copy()
         ts.loc[rank.index] = ts.loc[rank.index] + pd.to_timedelta(rank.to_numpy(), unit="us")
@@ -91,9 +74,9 @@ class SourcePaths:
     @classmethod
     def under(cls, data_dir: Path) -> SourcePaths:
         return cls(
-            data_dir / d.TRANSACTION_FEATURES,
-            data_dir / d.CUSTOMER_HISTORY,
-            data_dir / d.TERMINAL_HISTORY,
+            data_dir / n.TRANSACTION_FEATURES_FILE,
+            data_dir / n.CUSTOMER_HISTORY_FILE,
+            data_dir / n.TERMINAL_HISTORY_FILE,
         )
 
 
@@ -104,10 +87,10 @@ def transaction_feature_rows(
     created = created or datetime.now(UTC)
     columns: dict[str, object] = {
         c.TRANSACTION_ID: features[c.TRANSACTION_ID].astype(str).to_numpy(),
-        d.CUSTOMER_ID: features[c.CUSTOMER_ID].astype(str).to_numpy(),
-        d.TERMINAL_ID: features[c.TERMINAL_ID].astype(str).to_numpy(),
-        d.EVENT_TIMESTAMP: join_timestamps(features),
-        d.CREATED: pd.Series([created] * len(features), dtype="datetime64[us, UTC]"),
+        n.CUSTOMER_ID: features[c.CUSTOMER_ID].astype(str).to_numpy(),
+        n.TERMINAL_ID: features[c.TERMINAL_ID].astype(str).to_numpy(),
+        n.EVENT_TIMESTAMP: join_timestamps(features),
+        n.CREATED: pd.Series([created] * len(features), dtype="datetime64[us, UTC]"),
     }
     for name in spec.features:
         if name.startswith(("CUSTOMER_ID_", "TERMINAL_ID_")):
@@ -132,14 +115,14 @@ def customer_snapshot(
     order = event_order(recent)
     events = pa.table(
         {
-            d.CUSTOMER_ID: _strings(recent[c.CUSTOMER_ID]).take(order),
-            "TX_TIMESTAMPS_US": pa.array(time_us[keep][order]),
-            "TX_AMOUNTS": pa.array(recent[c.TX_AMOUNT].to_numpy(np.float64)[order]),
-            "TX_IDS": _strings(recent[c.TRANSACTION_ID]).take(order),
+            n.CUSTOMER_ID: _strings(recent[c.CUSTOMER_ID]).take(order),
+            n.TX_TIMESTAMPS_US: pa.array(time_us[keep][order]),
+            n.TX_AMOUNTS: pa.array(recent[c.TX_AMOUNT].to_numpy(np.float64)[order]),
+            n.TX_IDS: _strings(recent[c.TRANSACTION_ID]).take(order),
         }
     )
     everyone = _strings(transactions.loc[time_us <= cutoff_us, c.CUSTOMER_ID])
-    return _stamp(_histories(events, d.CUSTOMER_ID, everyone), cutoff, created)
+    return _stamp(_histories(events, n.CUSTOMER_ID, everyone), cutoff, created)
 
 
 def terminal_snapshot(
@@ -160,13 +143,13 @@ def terminal_snapshot(
     order = np.argsort(available[keep], kind="stable")
     events = pa.table(
         {
-            d.TERMINAL_ID: _strings(transactions.loc[keep, c.TERMINAL_ID]).take(order),
-            "LABEL_AVAILABLE_US": pa.array(available[keep][order]),
-            "LABEL_FRAUD": pa.array(transactions.loc[keep, c.TX_FRAUD].to_numpy(np.int64)[order]),
+            n.TERMINAL_ID: _strings(transactions.loc[keep, c.TERMINAL_ID]).take(order),
+            n.LABEL_AVAILABLE_US: pa.array(available[keep][order]),
+            n.LABEL_FRAUD: pa.array(transactions.loc[keep, c.TX_FRAUD].to_numpy(np.int64)[order]),
         }
     )
     everyone = _strings(transactions.loc[time_us <= cutoff_us, c.TERMINAL_ID])
-    return _stamp(_histories(events, d.TERMINAL_ID, everyone), cutoff, created)
+    return _stamp(_histories(events, n.TERMINAL_ID, everyone), cutoff, created)
 
 
 def _strings(values: pd.Series) -> pa.Array:
@@ -180,16 +163,19 @@ def _strings(values: pd.Series) -> pa.Array:
 
 def _histories(events: pa.Table, key: str, everyone: pa.Array) -> pa.Table:
     """One row per entity of ``everyone`` with its events as lists (input order kept)."""
-    value_columns = [n for n in events.column_names if n != key]
+    value_columns = [col for col in events.column_names if col != key]
     grouped = events.group_by(key, use_threads=False).aggregate(
-        [(n, "list") for n in value_columns]
+        [(col, "list") for col in value_columns]
     )
     grouped = grouped.rename_columns([key, *value_columns])
     idle = pc.filter(pc.unique(everyone), pc.invert(pc.is_in(pc.unique(everyone), grouped[key])))
     if len(idle):
         empty = pa.table(
             {key: idle}
-            | {n: pa.array([[]] * len(idle), grouped.schema.field(n).type) for n in value_columns}
+            | {
+                col: pa.array([[]] * len(idle), grouped.schema.field(col).type)
+                for col in value_columns
+            }
         )
         grouped = pa.concat_tables([grouped, empty])
     return grouped.sort_by(key)
@@ -221,7 +207,7 @@ def training_set(
     store: FeatureStore,
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
-    feature_service: str = "fraud_v1",
+    feature_service: str = n.FEATURE_SERVICE,
     *,
     allow_missing: bool = False,
 ) -> pd.DataFrame:
@@ -235,9 +221,9 @@ def training_set(
     entity_df = pd.DataFrame(
         {
             c.TRANSACTION_ID: transactions[c.TRANSACTION_ID].astype(str).to_numpy(),
-            d.CUSTOMER_ID: transactions[c.CUSTOMER_ID].astype(str).to_numpy(),
-            d.TERMINAL_ID: transactions[c.TERMINAL_ID].astype(str).to_numpy(),
-            d.EVENT_TIMESTAMP: join_timestamps(transactions).to_numpy(),
+            n.CUSTOMER_ID: transactions[c.CUSTOMER_ID].astype(str).to_numpy(),
+            n.TERMINAL_ID: transactions[c.TERMINAL_ID].astype(str).to_numpy(),
+            n.EVENT_TIMESTAMP: join_timestamps(transactions).to_numpy(),
             "_row": np.arange(len(transactions)),
         }
     )
@@ -254,14 +240,14 @@ def training_set(
         {
             c.TRANSACTION_ID: entity_df[c.TRANSACTION_ID],
             c.TX_DATETIME: transactions[c.TX_DATETIME].to_numpy(),
-            c.CUSTOMER_ID: entity_df[d.CUSTOMER_ID],
-            c.TERMINAL_ID: entity_df[d.TERMINAL_ID],
+            c.CUSTOMER_ID: entity_df[n.CUSTOMER_ID],
+            c.TERMINAL_ID: entity_df[n.TERMINAL_ID],
             c.TX_AMOUNT: transactions[c.TX_AMOUNT].to_numpy(np.float64),
             "TX_DURING_WEEKEND": weekend,
             "TX_DURING_NIGHT": night,
         }
     )
-    missing = [n for n in spec.features if n not in out.columns and n not in joined.columns]
+    missing = [f for f in spec.features if f not in out.columns and f not in joined.columns]
     if missing:
         raise KeyError(f"feature service {feature_service} does not provide {missing}")
     for name in spec.features:
@@ -292,9 +278,9 @@ def _stamp(snapshot: pa.Table, cutoff: datetime, created: datetime | None) -> pa
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     stamp = pa.scalar(ts.to_pydatetime(), type=pa.timestamp("us", tz="UTC"))
     made = pa.scalar(created or datetime.now(UTC), type=pa.timestamp("us", tz="UTC"))
-    n = snapshot.num_rows
-    snapshot = snapshot.append_column(d.EVENT_TIMESTAMP, pa.repeat(stamp, n))
-    return snapshot.append_column(d.CREATED, pa.repeat(made, n))
+    rows = snapshot.num_rows
+    snapshot = snapshot.append_column(n.EVENT_TIMESTAMP, pa.repeat(stamp, rows))
+    return snapshot.append_column(n.CREATED, pa.repeat(made, rows))
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

@@ -1,17 +1,15 @@
-"""Open Vigil's Feast store from :class:`vigil.settings.Settings`.
+"""Open Vigil's Feast store from a :class:`feature_store.config.StoreConfig`.
 
 The repo path is ``<home>/feature_repo`` (offline parquet sources, file registry, and the SQLite
-online store when Redis is not reachable). The online store is Redis at ``settings.redis.url``;
+online store when Redis is not reachable). The online store is Redis at ``config.redis_url``;
 when nothing answers there, SQLite, so a laptop without Redis still works.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import redis
 from feast import FeatureStore, RepoConfig
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig
@@ -19,19 +17,12 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RegistryConfig
 
 from feature_store import definitions
+from feature_store.config import StoreConfig
+from feature_store.online.codec import KEY_SERIALIZATION
+from feature_store.online.connection import redis_reachable
 from vigil.errors import FeatureStoreError
-from vigil.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def repo_path(settings: Settings) -> Path:
-    return (settings.home / "feature_repo").resolve()
-
-
-def data_dir(settings: Settings) -> Path:
-    """Where the offline sources, the registry and the SQLite online store live."""
-    return repo_path(settings) / "data"
 
 
 def redis_connection_string(url: str) -> str:
@@ -54,50 +45,39 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
-def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError):
-        return False
-    finally:
-        client.close()
-
-
-def repo_config(settings: Settings, *, online: str | None = None) -> RepoConfig:
-    """The Feast configuration for ``settings``; ``online`` forces "redis" or "sqlite"."""
-    path = repo_path(settings)
+def repo_config(config: StoreConfig, *, online: str | None = None) -> RepoConfig:
+    """The Feast configuration of ``config``; ``online`` forces "redis" or "sqlite"."""
     kind = online
     if kind is None:
-        kind = "redis" if redis_reachable(settings.redis.url) else "sqlite"
+        kind = "redis" if redis_reachable(config.redis_url) else "sqlite"
         if kind == "sqlite":
-            log.warning("no Redis at %s: using the SQLite online store", settings.redis.url)
+            log.warning("no Redis at %s: using the SQLite online store", config.redis_url)
     if kind == "redis":
         online_store: RedisOnlineStoreConfig | SqliteOnlineStoreConfig = RedisOnlineStoreConfig(
-            connection_string=redis_connection_string(settings.redis.url)
+            connection_string=redis_connection_string(config.redis_url)
         )
     elif kind == "sqlite":
-        online_store = SqliteOnlineStoreConfig(path=str(data_dir(settings) / "online_store.db"))
+        online_store = SqliteOnlineStoreConfig(path=str(config.data_dir / "online_store.db"))
     else:
         raise FeatureStoreError(f"online store {kind!r}: expected 'redis' or 'sqlite'")
     return RepoConfig(
-        project=settings.features.project,
+        project=config.project,
         provider="local",
-        registry=RegistryConfig(path=str(data_dir(settings) / "registry.db"), cache_ttl_seconds=60),
+        registry=RegistryConfig(path=str(config.data_dir / "registry.db"), cache_ttl_seconds=60),
         offline_store=DuckDBOfflineStoreConfig(),
         online_store=online_store,
-        entity_key_serialization_version=3,
-        repo_path=path,
+        entity_key_serialization_version=KEY_SERIALIZATION,
+        repo_path=config.repo_path,
     )
 
 
 def open_store(
-    settings: Settings, *, online: str | None = None, apply: bool = True
+    config: StoreConfig, *, online: str | None = None, apply: bool = True
 ) -> FeatureStore:
     """A FeatureStore with Vigil's definitions applied (idempotent)."""
-    config = repo_config(settings, online=online)
-    data_dir(settings).mkdir(parents=True, exist_ok=True)
-    store = FeatureStore(config=config)
+    repo = repo_config(config, online=online)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=repo)
     if apply:
-        store.apply(list(definitions.build(str(data_dir(settings))).all))
+        store.apply(list(definitions.build(str(config.data_dir)).all))
     return store

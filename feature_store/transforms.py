@@ -4,7 +4,8 @@ Every feature is a function of *window statistics* at the transaction's time ``t
 
 * customer windows: the customer's transactions in ``(t - n days, t]``, the transaction itself
   included; transactions at the same instant count in arrival order, which batch reproduces as
-  ``(TX_DATETIME, TRANSACTION_ID)`` order;
+  ``(TX_DATETIME, TRANSACTION_ID)`` order, ids compared by the one rule of
+  :mod:`vigil.ordering`;
 * terminal windows: the terminal's *labels* that are known at ``t``. A label becomes known
   ``label_delay`` days after its transaction, so the window ``(t - n, t]`` over label
   availability times is the handbook's ``(t - delay - n, t - delay]`` over transaction times.
@@ -32,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from vigil import contract as c
+from vigil.ordering import id_ranks
 
 US_PER_DAY: Final = 86_400_000_000
 US_PER_HOUR: Final = 3_600_000_000
@@ -339,10 +341,20 @@ _PACK: Final = 1 << 32
 
 def ties_sql(table: str = "ties") -> str:
     """Per transaction of ``table`` (one customer's transactions sharing an instant, ``row_idx,
-    tid, cid, ts, amount``): what its later peers in arrival order — (ts, TRANSACTION_ID), ids
-    compared as numbers when they are numbers — add to the peer-inclusive windows of
-    :func:`batch_sql`, and the largest amount among itself and its earlier peers."""
-    peers = "PARTITION BY cid, ts ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid"
+    tid_rank, cid, ts, amount``): what its later peers in arrival order add to the
+    peer-inclusive windows of :func:`batch_sql`, and the largest amount among itself and its
+    earlier peers.
+
+    Arrival order among peers is TRANSACTION_ID order under :mod:`vigil.ordering`'s rule,
+    given as ``tid_rank``, a column computed by that rule in Python (:func:`vigil.ordering.
+    id_ranks`) for these rows only: they are few (a customer's transactions sharing an
+    instant), and a precomputed integer key keeps the SQL free of any cast or collation.
+    An SQL spelling of the rule would depend on each engine's string-to-integer cast
+    (DuckDB's ``TRY_CAST`` takes ``'1e3'`` and ``' 5'``, Spark's differs again), so the same
+    query runs unchanged on DuckDB and Spark and cannot drift from serving, which sorts with
+    :func:`vigil.ordering.id_order_key`. Identical ids (which validation rejects) keep row
+    order."""
+    peers = "PARTITION BY cid, ts ORDER BY tid_rank, row_idx"
     later = f"{peers} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING"
     earlier = f"{peers} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     return f"""
@@ -416,12 +428,8 @@ def batch_stats(
         result = _columns(con.sql(batch_sql(spec)).to_arrow_table(), n_rows)
         con.unregister("tx")
         if len(tied):
-            con.register(
-                "ties",
-                table.take(tied).append_column(
-                    "tid", _arrow_strings(transactions[c.TRANSACTION_ID]).take(tied)
-                ),
-            )
+            tid_rank = id_ranks(_arrow_strings(transactions[c.TRANSACTION_ID]).take(tied))
+            con.register("ties", table.take(tied).append_column("tid_rank", pa.array(tid_rank)))
             peers = con.sql(ties_sql()).fetchnumpy()
             con.unregister("ties")
     finally:

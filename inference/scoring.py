@@ -7,8 +7,8 @@ trip and one model call.
 
 For a batch, :meth:`Scorer.score`:
 
-1. orders the transactions like batch featurization does, by ``(TX_DATETIME, TRANSACTION_ID)``
-   (numeric ids numerically, before other ids);
+1. orders the transactions like batch featurization does, by ``(TX_DATETIME, TRANSACTION_ID)``,
+   ids compared by the one rule of :mod:`vigil.ordering` (numeric ids by value, before others);
 2. reads the histories of feature service ``fraud_v1_online`` (customer transactions, terminal
    labels) for all of them in one pipelined Redis round trip, statuses judged at each
    transaction's own time;
@@ -40,7 +40,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +61,7 @@ from feature_store.transforms import (
 )
 from inference.schema import Transaction
 from monitoring import metrics as m
+from vigil.ordering import id_order_key
 from vigil.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 DEFAULT: Final = "DEFAULT"
 FRAUD: Final = "fraud"
 LEGIT: Final = "legit"
-_NUMERIC_ID = re.compile(r"^[+-]?\d{1,18}$")
 
 
 class OnlineHistories(Protocol):
@@ -110,15 +109,9 @@ class ScoredBatch:
     logged_at_us: int
 
 
-def id_order_key(transaction_id: str) -> tuple[int, int, str]:
-    """Batch order of ids at one instant: numeric ids numerically first, then the others as
-    text (``ORDER BY TRY_CAST(tid AS BIGINT) NULLS LAST, tid``)."""
-    if _NUMERIC_ID.match(transaction_id):
-        return (0, int(transaction_id), transaction_id)
-    return (1, 0, transaction_id)
-
-
 def event_order(transactions: Sequence[Transaction]) -> list[int]:
+    """Positions of ``transactions`` in event order: by time, then TRANSACTION_ID under the
+    one rule batch and offline use (:func:`vigil.ordering.id_order_key`)."""
     return sorted(
         range(len(transactions)),
         key=lambda i: (transactions[i].time_us, id_order_key(transactions[i].transaction_id)),

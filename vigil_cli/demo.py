@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from feature_store.config import StoreConfig
     from feature_store.jobs import materialize
     from inference.client import demo_requests, start_server
     from pipelines.local import run_local
@@ -120,7 +121,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
     print("== 3/4 online store", flush=True)
-    loaded = materialize(settings)
+    loaded = materialize(StoreConfig.from_settings(settings))
     print(
         f"materialized {loaded.customers:,} customers and {loaded.terminals:,} terminals into "
         f"{loaded.backend} in {loaded.seconds:.2f} s",

@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from components.windows import WindowSpec
+from feature_store.names import FEATURE_SERVICE
 from pipelines.local import RunSummary, StepEvent, run_local
 from pipelines.params import FraudTrainingParams
 from vigil import contract as c
@@ -112,7 +113,7 @@ def test_first_run_registers_the_champion(champion_run, settings):
     registry = Registry.from_settings(settings)
     card = registry.get_card("fraud", alias=CHAMPION)
     assert card.version == 1
-    assert card.feature_service == "fraud_v1"
+    assert card.feature_service == FEATURE_SERVICE
     assert (card.train_start, card.train_end) == ev.train_range
     assert card.threshold == ev.threshold
     assert card.metrics["average_precision"] == ev.metrics["average_precision"]

@@ -35,7 +35,9 @@ import pytest
 import redis
 import yaml
 
+from feature_store.config import StoreConfig
 from feature_store.jobs import featurize, materialize
+from feature_store.names import FEATURE_SERVICE
 from feature_store.transforms import DEFAULT_SPEC
 from inference.client import ServerProcess, free_port, start_server
 from vigil import contract as c
@@ -110,7 +112,8 @@ def serving_model(tmp_path_factory: pytest.TempPathFactory) -> ServingModel:
     transactions = sim.transactions
     cutoff = pd.Timestamp(SERVING_SIMULATION.start_date) + pd.Timedelta(days=35)
     settings = load_settings(env={"VIGIL_HOME": str(home)})
-    features, _ = featurize(transactions, home / "features", settings=settings,
+    features, _ = featurize(transactions, home / "features",
+                            store=StoreConfig.from_settings(settings),
                             cutoff=cutoff.to_pydatetime())
     train = features[features[c.TX_DATETIME] <= cutoff]
     trained = train_lightgbm(train, num_boost_round=30, feature_names=DEFAULT_SPEC.features,
@@ -119,7 +122,7 @@ def serving_model(tmp_path_factory: pytest.TempPathFactory) -> ServingModel:
         trained.booster,
         name="fraud",
         threshold=THRESHOLD,
-        feature_service="fraud_v1",
+        feature_service=FEATURE_SERVICE,
         data_range=(SERVING_SIMULATION.start_date, date(2018, 5, 6)),
         metrics={"auc_roc": 0.5},
         alias="champion",
@@ -143,7 +146,7 @@ def online_store(
         store = OnlineStore(project, redis_url, config)
         created.append(store)
         if materialized:
-            materialize(load_settings(config))
+            materialize(StoreConfig.from_settings(load_settings(config)))
         return store
 
     yield make

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import redis
 
-from feature_store import definitions as d
+from feature_store import names as n
 from feature_store.online import RedisHistories
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
@@ -44,7 +44,7 @@ def test_feast_apply_works_in_the_repo_folder(tmp_path: Path) -> None:
         check=False,
     )
     assert listed.returncode == 0, listed.stderr
-    assert "fraud_v1" in listed.stdout and "fraud_v1_online" in listed.stdout
+    assert n.FEATURE_SERVICE in listed.stdout and n.ONLINE_FEATURE_SERVICE in listed.stdout
     views = subprocess.run(
         [str(feast), "feature-views", "list"],
         cwd=repo,
@@ -53,7 +53,7 @@ def test_feast_apply_works_in_the_repo_folder(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-    for view in ("customer_spending", "terminal_risk", "customer_history", "terminal_history"):
+    for view in (n.CUSTOMER_SPENDING, n.TERMINAL_RISK, n.CUSTOMER_HISTORY, n.TERMINAL_HISTORY):
         assert view in views.stdout
 
 
@@ -95,7 +95,7 @@ def test_featurize_then_materialize(
         features[DEFAULT_SPEC.features].reset_index(drop=True),
         expected[DEFAULT_SPEC.features].reset_index(drop=True),
     )
-    assert (tmp_path / "home" / "feature_repo" / "data" / d.TRANSACTION_FEATURES).exists()
+    assert (tmp_path / "home" / "feature_repo" / "data" / n.TRANSACTION_FEATURES_FILE).exists()
 
     done = run_vigil("materialize")
     assert done.exit_code == 0, done.stderr

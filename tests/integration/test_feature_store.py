@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from feature_store import definitions as d
+from feature_store import names as n
 from feature_store import offline
+from feature_store.config import StoreConfig
 from feature_store.online import FeastHistories, HistoryStore, RedisHistories, Status
-from feature_store.store import data_dir, open_store
+from feature_store.store import open_store
 from feature_store.transforms import (
     DEFAULT_SPEC,
     OnlineRequest,
@@ -33,8 +34,8 @@ from vigil.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-CUSTOMER_FEATURES = [n for n in DEFAULT_SPEC.features if n.startswith("CUSTOMER_ID_")]
-TERMINAL_FEATURES = [n for n in DEFAULT_SPEC.features if n.startswith("TERMINAL_ID_")]
+CUSTOMER_FEATURES = [f for f in DEFAULT_SPEC.features if f.startswith("CUSTOMER_ID_")]
+TERMINAL_FEATURES = [f for f in DEFAULT_SPEC.features if f.startswith("TERMINAL_ID_")]
 TTL = pd.Timedelta(days=30)
 
 
@@ -55,8 +56,10 @@ def project(redis_client: redis.Redis) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, project: str) -> Settings:
-    return Settings.model_validate({"home": tmp_path / "home", "features": {"project": project}})
+def config(tmp_path: Path, project: str) -> StoreConfig:
+    home = tmp_path / "home"
+    settings = Settings.model_validate({"home": home, "features": {"project": project}})
+    return StoreConfig.from_settings(settings)
 
 
 def _raw(sim_tx: pd.DataFrame) -> pd.DataFrame:
@@ -73,29 +76,31 @@ def _raw(sim_tx: pd.DataFrame) -> pd.DataFrame:
 
 def _feature_rows(rng: np.random.Generator, start: pd.Timestamp) -> pd.DataFrame:
     """Feature rows with late arrivals and backfills (same event time, later created)."""
-    n = 400
+    size = 400
     rows = pd.DataFrame(
         {
-            c.TRANSACTION_ID: [f"f{i}" for i in range(n)],
-            d.CUSTOMER_ID: rng.choice([f"c{i}" for i in range(12)], n),
-            d.TERMINAL_ID: rng.choice([f"t{i}" for i in range(9)], n),
-            d.EVENT_TIMESTAMP: start + pd.to_timedelta(rng.integers(0, 80 * 86_400, n), unit="s"),
+            c.TRANSACTION_ID: [f"f{i}" for i in range(size)],
+            n.CUSTOMER_ID: rng.choice([f"c{i}" for i in range(12)], size),
+            n.TERMINAL_ID: rng.choice([f"t{i}" for i in range(9)], size),
+            n.EVENT_TIMESTAMP: start
+            + pd.to_timedelta(rng.integers(0, 80 * 86_400, size), unit="s"),
         }
     )
     # created: usually soon after the event; 15% arrive late (days after their event time)
-    delay = np.where(rng.random(n) < 0.15, rng.integers(3, 40, n) * 86_400, rng.integers(1, 600, n))
-    rows[d.CREATED] = rows[d.EVENT_TIMESTAMP] + pd.to_timedelta(delay, unit="s")
+    late = rng.random(size) < 0.15
+    delay = np.where(late, rng.integers(3, 40, size) * 86_400, rng.integers(1, 600, size))
+    rows[n.CREATED] = rows[n.EVENT_TIMESTAMP] + pd.to_timedelta(delay, unit="s")
     # backfills: 60 corrections of existing rows, same entity keys and event time, created later
     fixes = rows.sample(60, random_state=1).copy()
     fixes[c.TRANSACTION_ID] = [f"fix{i}" for i in range(len(fixes))]
-    fixes[d.CREATED] = fixes[d.CREATED] + pd.Timedelta(days=5)
+    fixes[n.CREATED] = fixes[n.CREATED] + pd.Timedelta(days=5)
     rows = pd.concat([rows, fixes], ignore_index=True)
     for name in CUSTOMER_FEATURES + TERMINAL_FEATURES:
         if "_NB_TX_" in name:
             rows[name] = rng.integers(0, 1000, len(rows)).astype(np.int64)
         else:
             rows[name] = rng.random(len(rows))
-    for col in (d.EVENT_TIMESTAMP, d.CREATED):
+    for col in (n.EVENT_TIMESTAMP, n.CREATED):
         rows[col] = rows[col].dt.tz_localize("UTC").astype("datetime64[us, UTC]")
     return rows
 
@@ -105,55 +110,55 @@ def _as_of(rows: pd.DataFrame, key: str, value: str, at: pd.Timestamp, names: li
     rows with that event time the latest created wins."""
     mine = rows[
         (rows[key] == value)
-        & (rows[d.EVENT_TIMESTAMP] <= at)
-        & (rows[d.EVENT_TIMESTAMP] >= at - TTL)
+        & (rows[n.EVENT_TIMESTAMP] <= at)
+        & (rows[n.EVENT_TIMESTAMP] >= at - TTL)
     ]
     if mine.empty:
         return dict.fromkeys(names, np.nan)
-    best = mine.sort_values([d.EVENT_TIMESTAMP, d.CREATED]).iloc[-1]
-    return {n: best[n] for n in names}
+    best = mine.sort_values([n.EVENT_TIMESTAMP, n.CREATED]).iloc[-1]
+    return {name: best[name] for name in names}
 
 
-def test_training_set_is_point_in_time_correct(settings: Settings) -> None:
+def test_training_set_is_point_in_time_correct(config: StoreConfig) -> None:
     rng = np.random.default_rng(11)
     start = pd.Timestamp("2021-03-01")
     rows = _feature_rows(rng, start)
-    folder = data_dir(settings)
+    folder = config.data_dir
     folder.mkdir(parents=True)
     pq.write_table(
-        pa.Table.from_pandas(rows, preserve_index=False), folder / d.TRANSACTION_FEATURES
+        pa.Table.from_pandas(rows, preserve_index=False), folder / n.TRANSACTION_FEATURES_FILE
     )
-    store = open_store(settings, online="sqlite")
+    store = open_store(config, online="sqlite")
 
-    n = 600
+    size = 600
     entities = pd.DataFrame(
         {
-            c.TRANSACTION_ID: [f"e{i}" for i in range(n)],
-            c.CUSTOMER_ID: rng.choice([f"c{i}" for i in range(14)], n),  # c12, c13: unknown
-            c.TERMINAL_ID: rng.choice([f"t{i}" for i in range(10)], n),  # t9: unknown
+            c.TRANSACTION_ID: [f"e{i}" for i in range(size)],
+            c.CUSTOMER_ID: rng.choice([f"c{i}" for i in range(14)], size),  # c12, c13: unknown
+            c.TERMINAL_ID: rng.choice([f"t{i}" for i in range(10)], size),  # t9: unknown
             c.TX_DATETIME: (
-                start + pd.to_timedelta(rng.integers(-5 * 86_400, 90 * 86_400, n), unit="s")
+                start + pd.to_timedelta(rng.integers(-5 * 86_400, 90 * 86_400, size), unit="s")
             ).astype("datetime64[us]"),
-            c.TX_AMOUNT: rng.random(n) * 100,
+            c.TX_AMOUNT: rng.random(size) * 100,
         }
     )
     # entity rows exactly on feature event times: the row itself is visible (<=)
     exact = rows.sample(80, random_state=2)
-    entities.loc[: len(exact) - 1, c.CUSTOMER_ID] = exact[d.CUSTOMER_ID].to_numpy()
+    entities.loc[: len(exact) - 1, c.CUSTOMER_ID] = exact[n.CUSTOMER_ID].to_numpy()
     entities.loc[: len(exact) - 1, c.TX_DATETIME] = (
-        exact[d.EVENT_TIMESTAMP].dt.tz_localize(None).astype("datetime64[us]").to_numpy()
+        exact[n.EVENT_TIMESTAMP].dt.tz_localize(None).astype("datetime64[us]").to_numpy()
     )
 
     got = offline.training_set(store, entities, allow_missing=True)
     at = offline.join_timestamps(entities)
     mismatches = 0
     leaks = 0
-    for i in range(n):
+    for i in range(size):
         expected = _as_of(
-            rows, d.CUSTOMER_ID, entities.at[i, c.CUSTOMER_ID], at[i], CUSTOMER_FEATURES
+            rows, n.CUSTOMER_ID, entities.at[i, c.CUSTOMER_ID], at[i], CUSTOMER_FEATURES
         )
         expected |= _as_of(
-            rows, d.TERMINAL_ID, entities.at[i, c.TERMINAL_ID], at[i], TERMINAL_FEATURES
+            rows, n.TERMINAL_ID, entities.at[i, c.TERMINAL_ID], at[i], TERMINAL_FEATURES
         )
         for name, value in expected.items():
             actual = got.at[i, name]
@@ -163,8 +168,8 @@ def test_training_set_is_point_in_time_correct(settings: Settings) -> None:
             mismatches += not same
         # leakage: no joined value may come only from rows after the entity's time
         future = rows[
-            (rows[d.CUSTOMER_ID] == entities.at[i, c.CUSTOMER_ID])
-            & (rows[d.EVENT_TIMESTAMP] > at[i])
+            (rows[n.CUSTOMER_ID] == entities.at[i, c.CUSTOMER_ID])
+            & (rows[n.EVENT_TIMESTAMP] > at[i])
         ]
         for name in CUSTOMER_FEATURES:
             value = got.at[i, name]
@@ -173,8 +178,8 @@ def test_training_set_is_point_in_time_correct(settings: Settings) -> None:
                 and (future[name] == value).any()
                 and not (
                     rows[
-                        (rows[d.CUSTOMER_ID] == entities.at[i, c.CUSTOMER_ID])
-                        & (rows[d.EVENT_TIMESTAMP] <= at[i])
+                        (rows[n.CUSTOMER_ID] == entities.at[i, c.CUSTOMER_ID])
+                        & (rows[n.EVENT_TIMESTAMP] <= at[i])
                     ][name]
                     == value
                 ).any()
@@ -187,12 +192,12 @@ def test_training_set_is_point_in_time_correct(settings: Settings) -> None:
     assert got[CUSTOMER_FEATURES[0]].notna().sum() > 300
     backfilled = rows[rows[c.TRANSACTION_ID].str.startswith("fix")]
     originals = rows.merge(
-        backfilled[[d.CUSTOMER_ID, d.EVENT_TIMESTAMP]], on=[d.CUSTOMER_ID, d.EVENT_TIMESTAMP]
+        backfilled[[n.CUSTOMER_ID, n.EVENT_TIMESTAMP]], on=[n.CUSTOMER_ID, n.EVENT_TIMESTAMP]
     )
     assert len(originals) >= 2 * len(backfilled)
 
 
-def test_training_set_equals_batch_features(settings: Settings) -> None:
+def test_training_set_equals_batch_features(config: StoreConfig) -> None:
     sim = simulate(SimulationConfig(n_customers=150, n_terminals=200, n_days=40, seed=4))
     tx = _raw(sim.transactions)
     # two transactions of one customer in the same second: each must join its own row
@@ -201,8 +206,8 @@ def test_training_set_equals_batch_features(settings: Settings) -> None:
     tie[c.TX_AMOUNT] = 777.0
     tx = pd.concat([tx, tie.to_frame().T.astype(tx.dtypes.to_dict())], ignore_index=True)
     features = batch_features(tx)
-    offline.write_sources(data_dir(settings), tx, features)
-    store = open_store(settings, online="sqlite")
+    offline.write_sources(config.data_dir, tx, features)
+    store = open_store(config, online="sqlite")
     window = tx[(tx[c.TX_DATETIME] >= "2018-04-20") & (tx[c.TX_DATETIME] < "2018-05-01")]
     window = pd.concat([window, tx.iloc[[500, len(tx) - 1]]])
     got = offline.training_set(store, window)
@@ -213,11 +218,11 @@ def test_training_set_equals_batch_features(settings: Settings) -> None:
     assert tied["CUSTOMER_ID_NB_TX_1DAY_WINDOW"].nunique() == 2
 
 
-def test_training_set_refuses_transactions_without_features(settings: Settings) -> None:
+def test_training_set_refuses_transactions_without_features(config: StoreConfig) -> None:
     sim = simulate(SimulationConfig(n_customers=30, n_terminals=30, n_days=10, seed=1))
     tx = _raw(sim.transactions)
-    offline.write_sources(data_dir(settings), tx, batch_features(tx))
-    store = open_store(settings, online="sqlite")
+    offline.write_sources(config.data_dir, tx, batch_features(tx))
+    store = open_store(config, online="sqlite")
     stranger = tx.iloc[:3].copy()
     stranger[c.CUSTOMER_ID] = "nobody"
     with pytest.raises(Exception, match="no row in the offline store"):
@@ -301,7 +306,7 @@ def test_online_replay_equals_batch_in_redis(
 
 def test_feast_client_reads_what_vigil_writes(
     replay_data: tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp],
-    settings: Settings,
+    config: StoreConfig,
     redis_client: redis.Redis,
     project: str,
 ) -> None:
@@ -311,7 +316,7 @@ def test_feast_client_reads_what_vigil_writes(
     _load(store, tx, cutoff)
     requests = _requests(tx[tx[c.TX_DATETIME] > cutoff].head(200))
     store.append(requests[:50])
-    feast = FeastHistories(open_store(settings, online="redis"))
+    feast = FeastHistories(open_store(config, online="redis"))
     ours, theirs = store.read(requests), feast.read(requests)
     for a, b in zip(ours.customers, theirs.customers, strict=True):
         assert a.time_us.tolist() == b.time_us.tolist()
@@ -325,11 +330,11 @@ def test_feast_client_reads_what_vigil_writes(
 
 
 def test_online_replay_equals_batch_through_feast_sqlite(
-    replay_data: tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp], settings: Settings
+    replay_data: tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp], config: StoreConfig
 ) -> None:
     """The SQLite fallback (no Redis) serves the same features."""
     tx, features, cutoff = replay_data
-    store = FeastHistories(open_store(settings, online="sqlite"))
+    store = FeastHistories(open_store(config, online="sqlite"))
     _load(store, tx, cutoff)
     replay = tx[(tx[c.TX_DATETIME] > cutoff) & (tx[c.TX_DATETIME] <= cutoff + timedelta(hours=12))]
     online, _ = _replay(store, _requests(replay))

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import redis
 
+from feature_store.config import StoreConfig
 from feature_store.jobs import materialize
 from feature_store.online import RedisHistories
 from feature_store.transforms import (
@@ -131,7 +132,7 @@ def test_degrades_and_recovers_when_redis_hangs_or_dies(
 
         # Redis comes back (empty: no persistence) and is loaded again.
         rp.start()
-        materialize(load_settings(store.config))
+        materialize(StoreConfig.from_settings(load_settings(store.config)))
         until(lambda: score(http)["degraded"] is False, "recovery after Redis restarted")
         answer = score(http)
         assert answer["predictions"][0]["freshness"]["terminal"] == "PRESENT"
@@ -178,7 +179,7 @@ def test_becomes_ready_when_its_redis_starts(
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get("/v2/health/ready").status_code == 503
         rp.start()
-        materialize(load_settings(store.config))
+        materialize(StoreConfig.from_settings(load_settings(store.config)))
         wait_ready(server, 30)
         row = serving_model.live.iloc[5]
         response = http.post(V1, json={"instances": [tx_instance(row)]})

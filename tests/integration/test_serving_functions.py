@@ -10,10 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from feature_store.online import RedisHistories
+from feature_store.online import RedisHistories, redis_client
 from feature_store.transforms import CustomerHistory, OnlineRequest
 from inference.client import free_port
-from inference.online import serving_redis_client
 from inference.schema import (
     Limits,
     RequestError,
@@ -28,10 +27,10 @@ from inference.scoring import (
     Scorer,
     event_order,
     histories_before,
-    id_order_key,
     without_transaction,
 )
 from vigil import contract as c
+from vigil.ordering import id_order_key
 from vigil.registry import LoadedModel
 from vigil.settings import load_settings
 
@@ -109,7 +108,7 @@ def loaded(serving_model) -> LoadedModel:
 
 def test_scorer_in_batch_semantics_and_appends(loaded, main_store, serving_model):
     settings = load_settings(main_store.config)
-    client = serving_redis_client(settings.redis.url, 1.0)
+    client = redis_client(settings.redis.url, 1.0, serving=True)
     histories = RedisHistories(client, main_store.project)
     scorer = Scorer(loaded, histories, retry_after_s=0.5)  # appends inline
     t0 = to_epoch_us(datetime(2018, 5, 7, 12))
@@ -130,7 +129,7 @@ def test_scorer_in_batch_semantics_and_appends(loaded, main_store, serving_model
 
 
 def test_scorer_degrades_then_backs_off(loaded):
-    dead = serving_redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.02)
+    dead = redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.02, serving=True)
     now = [100.0]
     scorer = Scorer(loaded, RedisHistories(dead, "nowhere"), retry_after_s=0.5,
                     clock=lambda: now[0])
@@ -147,7 +146,7 @@ def test_scorer_degrades_then_backs_off(loaded):
 
 def test_appender_keeps_failed_appends_until_the_store_answers(main_store):
     settings = load_settings(main_store.config)
-    dead = serving_redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.05)
+    dead = redis_client(f"redis://127.0.0.1:{free_port()}/0", 0.05, serving=True)
     appender = Appender(RedisHistories(dead, main_store.project), model_name="fraud",
                         retry_after_s=0.5, threaded=False)
     t0 = to_epoch_us(datetime(2018, 5, 7, 13))
@@ -160,7 +159,7 @@ def test_appender_keeps_failed_appends_until_the_store_answers(main_store):
     }
     assert appender.drain() is False
     assert appender.pending == 2
-    live = serving_redis_client(settings.redis.url, 1.0)
+    live = redis_client(settings.redis.url, 1.0, serving=True)
     appender.histories = RedisHistories(live, main_store.project)
     assert appender.drain() is True
     assert appender.pending == 0 and appender.pending_events({"appender-customer"}) == {}

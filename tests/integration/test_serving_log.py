@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from feature_store.names import FEATURE_SERVICE
 from feature_store.transforms import DEFAULT_SPEC
 from inference import log as inference_log
 from inference.log import InferenceLog
@@ -80,7 +81,7 @@ def batch(n: int, logged_at_us: int, first: int = 0) -> ScoredBatch:
         terminal_freshness=["PRESENT"] * n,
         model_name="fraud",
         model_version=3,
-        feature_service="fraud_v1",
+        feature_service=FEATURE_SERVICE,
         threshold=0.4,
         logged_at_us=logged_at_us,
     )

@@ -9,6 +9,7 @@ import subprocess
 import httpx
 import pytest
 
+from feature_store.names import FEATURE_SERVICE
 from vigil import contract as c
 
 pytestmark = pytest.mark.integration
@@ -91,7 +92,7 @@ def test_request_counters_by_outcome_and_status(main_server, serving_model, good
     ]:
         assert after[series(name, **labels)] - before.get(series(name, **labels), 0) == 3, name
     info = series("vigil_serving_model_info", model_name="fraud", model_version=version,
-                  feature_service="fraud_v1")
+                  feature_service=FEATURE_SERVICE)
     assert after[info] == 1
     assert any(k.startswith("vigil_serving_missing_features_total") for k in after)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_store.names import FEATURE_SERVICE
 from vigil import contract as c
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ def test_inference_log_rows_carry_inputs_outputs_and_model(replay, serving_model
                                      c.TERMINAL_ID]
     assert set(feature_names) <= set(log.columns)
     assert (log["model_version"] == card.version).all()
-    assert (log["feature_service"] == "fraud_v1").all()
+    assert (log["feature_service"] == FEATURE_SERVICE).all()
     assert (log["threshold"] == card.threshold).all()
     assert set(log["decision"]) <= {"fraud", "legit"}
     assert ((log["score"] >= card.threshold) == (log["decision"] == "fraud")).all()

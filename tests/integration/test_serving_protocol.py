@@ -10,6 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from feature_store.names import FEATURE_SERVICE
 from vigil import contract as c
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ def test_v1_predict_scores_a_transaction(http, serving_model, tx_instance):
     card = serving_model.card
     assert body["model_name"] == "fraud"
     assert body["model_version"] == str(card.version)
-    assert body["feature_service"] == "fraud_v1"
+    assert body["feature_service"] == FEATURE_SERVICE
     assert body["threshold"] == pytest.approx(card.threshold)
     assert body["degraded"] is False
     (prediction,) = body["predictions"]
@@ -132,7 +133,7 @@ def test_v2_infer_with_one_input_per_field(http, serving_model):
     assert body["id"] == "req-42"
     assert body["model_name"] == "fraud"
     assert body["model_version"] == str(serving_model.card.version)
-    assert body["parameters"]["feature_service"] == "fraud_v1"
+    assert body["parameters"]["feature_service"] == FEATURE_SERVICE
     outputs = {o["name"]: o for o in body["outputs"]}
     assert set(outputs) == {"transaction_id", "score", "decision", "degraded",
                             "customer_freshness", "terminal_freshness"}
@@ -166,7 +167,7 @@ def test_metadata_and_health_endpoints(http, serving_model):
     assert metadata["versions"] == [str(card.version)]
     assert metadata["platform"] == "lightgbm"
     assert [i["name"] for i in metadata["inputs"]] == list(c.REQUEST_COLUMNS)
-    assert metadata["parameters"]["feature_service"] == "fraud_v1"
+    assert metadata["parameters"]["feature_service"] == FEATURE_SERVICE
     assert metadata["parameters"]["sha256"] == card.sha256
     assert metadata["parameters"]["features"] == list(card.feature_names)
     assert http.get(f"/v2/models/fraud/versions/{card.version}").status_code == 200

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from feature_store.names import FEATURE_SERVICE
 from inference.client import ServerStartError
 from vigil import contract as c
 from vigil.registry import Registry
@@ -108,7 +109,7 @@ def two_versions(serving_model, online_store, tmp_path):
     first, second = (
         registry.register_model(
             serving_model.booster, name="fraud", threshold=threshold, alias="champion",
-            feature_service="fraud_v1", data_range=(date(2018, 4, 1), date(2018, 5, 6)),
+            feature_service=FEATURE_SERVICE, data_range=(date(2018, 4, 1), date(2018, 5, 6)),
             metrics={"auc_roc": 0.5},
         )
         for threshold in (0.25, 0.75)

@@ -34,6 +34,7 @@ from components.windows import (
     EvaluationWindows,
     WindowSpec,
 )
+from feature_store.names import FEATURE_SERVICE
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
 from vigil.data.simulate import Simulation, write_daily
@@ -272,7 +273,7 @@ def test_featurize_serves_the_training_set_through_feast(featurized, small_simul
     assert (w.test_end, w.test_start) == (date(2018, 5, 30), date(2018, 5, 24))
     assert summary.transactions.rows == len(tx)
     assert summary.transactions.frauds == int(tx[c.TX_FRAUD].sum())
-    assert summary.feature_service == "fraud_v1"
+    assert summary.feature_service == FEATURE_SERVICE
 
     # Every row of the windows is there once, in its split, and nothing else.
     split = w.split_of(tx[c.TX_DATETIME])
@@ -414,7 +415,8 @@ def test_evaluate_without_champion(featurized, trained, registry_settings, tmp_p
 
 def _champion_from(booster_text: str, settings: Settings, summary: Featurization) -> int:
     card = Registry.from_settings(settings).register_model(
-        booster_text, name=settings.registry.model_name, threshold=0.5, feature_service="fraud_v1",
+        booster_text, name=settings.registry.model_name, threshold=0.5,
+        feature_service=FEATURE_SERVICE,
         data_range=(summary.windows.train_start, summary.windows.train_end),
         metrics={"average_precision": 0.0}, alias=CHAMPION,
     )
@@ -463,7 +465,7 @@ def test_a_better_candidate_becomes_challenger_and_is_registered(
     card = registry.get_card("fraud", alias=CHALLENGER)
     assert card.version == version + 1
     assert card.threshold == training.threshold
-    assert card.feature_service == "fraud_v1"
+    assert card.feature_service == FEATURE_SERVICE
     assert card.feature_names == tuple(FEATURES)
     assert (card.train_start, card.train_end) == (summary.windows.train_start,
                                                   summary.windows.train_end)
@@ -513,7 +515,7 @@ def test_current_champion(registry_settings, featurized, trained):
     assert current_champion(registry, "fraud") is None  # never registered
     model_dir, _ = trained
     registry.register_model((model_dir / MODEL_FILE), name="fraud", threshold=0.5,
-                            feature_service="fraud_v1", data_range=(date(2018, 5, 1),) * 2,
+                            feature_service=FEATURE_SERVICE, data_range=(date(2018, 5, 1),) * 2,
                             metrics={})
     assert current_champion(registry, "fraud") is None  # registered, no alias
     registry.promote("fraud", 1)

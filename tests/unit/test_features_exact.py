@@ -11,6 +11,7 @@ import pytest
 from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features, batch_stats
 from vigil import contract as c
 from vigil.data.simulate import SimulationConfig, simulate
+from vigil.ordering import id_order_key
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +24,7 @@ def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFr
     as_datetimes = pd.Series([ts.to_pydatetime() for ts in tx[c.TX_DATETIME]], dtype=object)
     plain = tx.assign(**{c.TX_DATETIME: as_datetimes.to_numpy()})
     rows = list(plain.itertuples(index=False))
-    order = {r.TRANSACTION_ID: (r.TX_DATETIME, _id_key(r.TRANSACTION_ID)) for r in rows}
+    order = {r.TRANSACTION_ID: (r.TX_DATETIME, id_order_key(r.TRANSACTION_ID)) for r in rows}
     # every row of the same customer / terminal, in no particular order (a plain index)
     of_customer: dict[str, list] = {}
     of_terminal: dict[str, list] = {}
@@ -95,10 +96,6 @@ def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def _id_key(tid: str) -> tuple[int, str]:
-    return (int(tid), tid) if tid.isdigit() else (1 << 62, tid)
-
-
 def _as_raw(sim_tx: pd.DataFrame) -> pd.DataFrame:
     tx = sim_tx.copy()
     for col in c.ID_COLUMNS:
@@ -135,6 +132,34 @@ def test_many_ties_in_shuffled_rows_match_brute_force() -> None:
     peers = tx.duplicated([c.CUSTOMER_ID, c.TX_DATETIME], keep=False)
     assert peers.sum() > 50
     assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
+
+
+#: Ids on which DuckDB's TRY_CAST, pandas' to_numeric and a digits regex used to disagree.
+HARD_IDS = ["1234567890123456789", "1e3", "9223372036854775808", "-5", "+5", "007", "7", "abc",
+            " 5", "0x10"]
+
+
+def test_same_instant_transactions_count_in_the_one_id_order() -> None:
+    """One customer's transactions at one instant, rows shuffled: batch counts each one after
+    the ids :func:`vigil.ordering.id_order_key` puts before it."""
+    t0 = pd.Timestamp("2018-04-02 12:00:00")
+    rng = np.random.default_rng(3)
+    ids = list(rng.permutation(HARD_IDS))
+    tx = _as_raw(pd.DataFrame({
+        c.TRANSACTION_ID: ids,
+        c.TX_DATETIME: pd.Series([t0] * len(ids)).astype("datetime64[us]"),
+        c.CUSTOMER_ID: "A",
+        c.TERMINAL_ID: "T",
+        c.TX_AMOUNT: rng.uniform(1, 100, len(ids)).round(2),
+        c.TX_FRAUD: 0,
+    }))
+    got = batch_features(tx).set_index(c.TRANSACTION_ID)
+    expected_order = sorted(ids, key=id_order_key)
+    assert expected_order[:8] == ["-5", "+5", "007", "7", "1234567890123456789", " 5", "0x10",
+                                  "1e3"]
+    counts = got.loc[expected_order, "CUSTOMER_ID_NB_TX_1DAY_WINDOW"].tolist()
+    assert counts == list(range(1, len(ids) + 1))
+    assert_features_equal(got.reset_index(), brute_force(tx), DEFAULT_SPEC)
 
 
 def test_window_edges_ties_and_label_delay() -> None:

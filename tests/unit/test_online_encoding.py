@@ -11,16 +11,16 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feature_store import definitions as d
-from feature_store.online import (
+from feature_store import names as n
+from feature_store.online.codec import (
     KeyEncoder,
     decode_customer,
     decode_terminal,
     encode_customer,
     encode_terminal,
     entity_key,
-    merge_customer,
 )
+from feature_store.online.merge import merge_customer
 from feature_store.transforms import US_PER_DAY, CustomerHistory, TerminalHistory
 
 pytestmark = pytest.mark.unit
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.unit
 
 @given(value=st.text(max_size=40), project=st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True))
 def test_fast_keys_equal_feast_keys(value: str, project: str) -> None:
-    for join_key in (d.CUSTOMER_ID, d.TERMINAL_ID):
+    for join_key in (n.CUSTOMER_ID, n.TERMINAL_ID):
         assert KeyEncoder(join_key, project)(value) == entity_key(join_key, value, project)
 
 
@@ -122,8 +122,8 @@ def test_vectorized_encoding_of_timestamps_matches_protobuf() -> None:
 
     rng = np.random.default_rng(0)
     rows = [
-        rng.integers(1_500_000_000_000_000, 1_800_000_000_000_000, n).tolist()
-        for n in (0, 1, 7, 120)
+        rng.integers(1_500_000_000_000_000, 1_800_000_000_000_000, size).tolist()
+        for size in (0, 1, 7, 120)
     ]
     got = encode_int64_lists(pa.array(rows, pa.list_(pa.int64())))
     assert got == [Value(int64_list_val=Int64List(val=r)).SerializeToString() for r in rows]

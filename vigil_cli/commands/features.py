@@ -31,12 +31,13 @@ from vigil_cli.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
+    from feature_store.config import StoreConfig
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
 
-    settings = settings_from(ctx) if store else None
+    config = StoreConfig.from_settings(settings_from(ctx)) if store else None
     raw = read_transactions(transactions)
-    _, result = run_featurize(raw.frame, out, settings=settings)
+    _, result = run_featurize(raw.frame, out, store=config)
     click.echo(
         f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
         f"in {result.seconds:.1f} s ({result.first} .. {result.last})"
@@ -49,9 +50,10 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
 @click.pass_context
 def materialize(ctx: click.Context) -> None:
     """Load the latest batch snapshots into the online store (Redis, else SQLite)."""
+    from feature_store.config import StoreConfig
     from feature_store.jobs import materialize as run_materialize
 
-    result = run_materialize(settings_from(ctx))
+    result = run_materialize(StoreConfig.from_settings(settings_from(ctx)))
     click.echo(
         f"materialized {result.customers:,} customers and {result.terminals:,} terminals into "
         f"{result.backend} in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s)"

@@ -1,0 +1,38 @@
+"""Online side of the feature store: the histories of ``fraud_v1_online``, read at request time.
+
+One concept per module:
+
+* :mod:`~feature_store.online.history_store` — the :class:`HistoryStore` protocol, its
+  :class:`OnlineRead` result and the freshness :class:`Status` of each history;
+* :mod:`~feature_store.online.codec` — Feast's Redis layout: entity keys, field names,
+  ``ValueProto`` values, ``_ts:<view>`` timestamps;
+* :mod:`~feature_store.online.merge` — the rule of what an append keeps;
+* :mod:`~feature_store.online.scripts` and ``lua/`` — the Lua scripts run inside Redis (append,
+  compare-and-set, snapshot loads), package files read once;
+* :mod:`~feature_store.online.connection` — Redis clients (the one constructor, with its
+  serving variant) and the serving read path's direct pipeline;
+* :mod:`~feature_store.online.redis_histories` — :class:`RedisHistories`, the fast path in
+  Feast's Redis layout (one round trip per request batch, atomic appends);
+* :mod:`~feature_store.online.feast_histories` — :class:`FeastHistories`, the same through
+  Feast's public API for any online store (SQLite without Redis).
+"""
+
+from __future__ import annotations
+
+from feature_store.online.connection import redis_client, redis_reachable
+from feature_store.online.feast_histories import FeastHistories
+from feature_store.online.history_store import HistoryStore, OnlineRead, Status
+from feature_store.online.merge import HISTORY_SLACK_US, merge_customer
+from feature_store.online.redis_histories import RedisHistories
+
+__all__ = [
+    "HISTORY_SLACK_US",
+    "FeastHistories",
+    "HistoryStore",
+    "OnlineRead",
+    "RedisHistories",
+    "Status",
+    "merge_customer",
+    "redis_client",
+    "redis_reachable",
+]
