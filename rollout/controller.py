@@ -80,7 +80,7 @@ class Target(Protocol):
 
     def promote(self, version: int) -> None: ...
 
-    def rollback(self) -> None: ...
+    def rollback(self, primary_version: int | None) -> None: ...
 
 
 def make_target(settings: Settings, kind: str, params: Mapping[str, Any] | None = None,
@@ -462,7 +462,7 @@ class Controller:
                 self.store.save(s)
                 self._record("traffic", "canary at 0%")
                 self._publish()
-        self.target.rollback()
+        self.target.rollback(s.primary_version)
         s.traffic_percent = 0
         self._set_phase("rolled_back")
         self._record("rolled_back", s.reason)

@@ -15,7 +15,7 @@ roll back               ``--set canary.trafficPercent=0 --set canary.enabled=fal
 ======================  =====================================================================
 
 When the ``helm`` program (``rollout.helm.binary``) is not on PATH the commands are printed
-instead of run (and recorded in the rollout's history), so that someone can apply them; the
+instead of run, so that someone can apply them; the
 analysis reads Prometheus exactly as for the ``kserve`` target (the chart's pods carry the
 version label).
 """
@@ -83,13 +83,10 @@ class HelmTarget:
     kind: Final = "helm"
 
     def __init__(self, settings: Settings, *, helm: RolloutHelmSettings | None = None,
-                 say: Say = _quiet, record: Callable[[list[str], bool], None] | None = None
-                 ) -> None:
+                 say: Say = _quiet) -> None:
         self.settings = settings
         self.config = helm or settings.rollout.helm
         self.say = say
-        #: Called with each command and whether it ran (False: printed only).
-        self.record = record
         self.binary = shutil.which(self.config.binary)
         # The chart's pods are told apart like the kserve target's.
         self._pods = KServeTarget(settings)
@@ -131,14 +128,10 @@ class HelmTarget:
         shown = " ".join(command)
         if self.binary is None:
             self.say(f"helm is not installed; run: {shown}")
-            if self.record:
-                self.record(command, False)
             return command
         self.say(f"$ {shown}")
         done = subprocess.run(command, capture_output=True, text=True,
                               timeout=HELM_TIMEOUT_S + 60, check=False)
-        if self.record:
-            self.record(command, done.returncode == 0)
         if done.returncode != 0:
             raise HelmError(f"{shown} failed ({done.returncode}): "
                             f"{(done.stderr or done.stdout).strip()[-1000:]}")
@@ -181,6 +174,6 @@ class HelmTarget:
     def promote(self, version: int) -> None:
         self.run(promote_values(version), wait=True)
 
-    def rollback(self) -> None:
+    def rollback(self, primary_version: int | None = None) -> None:
         self.run(rollback_values())
 

@@ -2,24 +2,26 @@
 
 KServe splits traffic but never decides; this target only moves the split, the controller
 decides. Two deployment modes, two places for the split (KServe v0.20 CRD,
-``deploy/schemas/kserve/``):
+``schemas/kserve/``):
 
 * **Standard** (raw Kubernetes deployments): the canary is an entry of ``spec.canary`` —
   ``{"predictor": <the primary's predictor with the candidate's version>, "trafficPercent":
-  N}`` (the list is atomic: every patch sends it whole). Promotion puts the candidate into
-  ``spec.predictor`` while the canary still takes all traffic, waits for the
-  InferenceService to be Ready, then removes ``spec.canary``.
+  N}`` (the list is atomic: every patch sends it whole; the entry has no name of its own —
+  the CRD knows only these two fields, and the API server would drop any other). Promotion
+  puts the candidate into ``spec.predictor`` while the canary still takes all traffic, waits
+  for the InferenceService to be Ready, then removes ``spec.canary``.
 * **Knative**: ``spec.predictor.canaryTrafficPercent``. Rolling out patches the predictor
   itself (the candidate's version, ``canaryTrafficPercent: 0``): Knative keeps the last
   revision rolled out at 100% as the primary and gives the new revision N%. Promotion removes
-  ``canaryTrafficPercent`` (the new revision takes everything); rollback sets it to 0.
+  ``canaryTrafficPercent`` (the new revision takes everything); rollback sets it to 0, then
+  puts the primary's version back into the predictor (held at 0% until ready).
 
 The candidate's version reaches the pod as ``--version V`` in the args of the container running
-``vigil serve`` (``rollout.kserve.container``, default the first), and as the pod label
-``vigil.io/model-version``, by which Prometheus tells canary from primary
-(``rollout.kserve.selector``). Every request is a JSON merge patch
-(``application/merge-patch+json``) with ``fieldValidation=Strict``, so that the API server
-rejects a field the CRD does not know instead of pruning it silently.
+``vigil serve`` (``rollout.kserve.container``, default the first), and as the pod labels
+``vigil.io/model-version: V`` and ``vigil.io/track: canary`` (as the chart renders them), by
+which Prometheus tells canary from primary (``rollout.kserve.selector``). Every request is a
+JSON merge patch (``application/merge-patch+json``) with ``fieldValidation=Strict``, so that
+the API server rejects a field the CRD does not know instead of pruning it silently.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ GROUP: Final = "serving.kserve.io"
 VERSION: Final = "v1beta1"
 PLURAL: Final = "inferenceservices"
 VERSION_LABEL: Final = "vigil.io/model-version"
-CANARY_NAME: Final = "canary"
+#: ``stable`` or ``canary`` (the chart's label for the two tracks).
+TRACK_LABEL: Final = "vigil.io/track"
 VERSION_ARG: Final = "--version"
 
 Say = Callable[[str], None]
@@ -50,10 +53,10 @@ class KubernetesError(RolloutError):
     """The Kubernetes API refused or failed a request."""
 
 
-def with_version(predictor: Mapping[str, Any], version: int,
-                 container: str | None = None) -> dict[str, Any]:
+def with_version(predictor: Mapping[str, Any], version: int, container: str | None = None,
+                 track: str = "canary") -> dict[str, Any]:
     """A copy of ``predictor`` serving ``version``: ``--version`` in the args of the Vigil
-    container (replaced, or appended) and the version label."""
+    container (replaced, or appended), the version and track labels."""
     out = copy.deepcopy(dict(predictor))
     containers = out.get("containers") or []
     if not containers:
@@ -74,7 +77,8 @@ def with_version(predictor: Mapping[str, Any], version: int,
         args = [a for a in args if not a.startswith(f"{VERSION_ARG}=")]
         args += [VERSION_ARG, str(version)]
     target["args"] = args
-    out["labels"] = {**(out.get("labels") or {}), VERSION_LABEL: str(version)}
+    out["labels"] = {**(out.get("labels") or {}), VERSION_LABEL: str(version),
+                     TRACK_LABEL: track}
     return out
 
 
@@ -190,17 +194,12 @@ class KServeTarget:
 
         return fill(primary_version), fill(canary_version)
 
-    def _canary(self, predictor: Mapping[str, Any], percent: int) -> dict[str, Any]:
-        entry = dict(predictor)
-        entry["name"] = CANARY_NAME
-        return {"predictor": entry, "trafficPercent": int(percent)}
-
     def prepare(self, version: int) -> None:
         isvc = self.get()
         predictor = isvc.get("spec", {}).get("predictor", {})
         candidate = with_version(predictor, version, self.config.container)
         if self.config.mode == "Standard":
-            self.patch({"spec": {"canary": [self._canary(candidate, 0)]}})
+            self.patch({"spec": {"canary": [{"predictor": candidate, "trafficPercent": 0}]}})
         else:
             self.patch({"spec": {"predictor": {**candidate, "canaryTrafficPercent": 0}}})
         self.say(f"InferenceService {self.config.name}: canary version {version} deployed "
@@ -226,7 +225,8 @@ class KServeTarget:
     def promote(self, version: int) -> None:
         if self.config.mode == "Standard":
             spec = self.get().get("spec", {})
-            primary = with_version(spec.get("predictor", {}), version, self.config.container)
+            primary = with_version(spec.get("predictor", {}), version, self.config.container,
+                                   track="stable")
             canary = spec.get("canary") or []
             body: dict[str, Any] = {"predictor": primary}
             if canary:
@@ -235,15 +235,30 @@ class KServeTarget:
             self.wait_ready()
             self.patch({"spec": {"canary": None}})
         else:
-            self.patch({"spec": {"predictor": {"canaryTrafficPercent": None}}})
+            # The new revision takes all traffic; its pods become the stable track (a label
+            # change: Knative rolls a revision of the same model out behind it).
+            labels = {TRACK_LABEL: "stable"}
+            self.patch({"spec": {"predictor": {"canaryTrafficPercent": None,
+                                               "labels": labels}}})
         self.wait_ready()
 
-    def rollback(self) -> None:
+    def rollback(self, primary_version: int | None) -> None:
         if self.config.mode == "Standard":
             self.set_traffic(0)
             self.patch({"spec": {"canary": None}})
-        else:
-            self.patch({"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+            return
+        # Knative: the previous revision takes everything at once; then the predictor goes
+        # back to the primary's version (a new revision, held at 0% until it is ready, so that
+        # the candidate's revision never becomes "latest ready at 100%").
+        self.patch({"spec": {"predictor": {"canaryTrafficPercent": 0}}})
+        if primary_version is None:
+            return
+        predictor = self.get().get("spec", {}).get("predictor", {})
+        restored = with_version(predictor, primary_version, self.config.container,
+                                track="stable")
+        self.patch({"spec": {"predictor": {**restored, "canaryTrafficPercent": 0}}})
+        self.wait_ready()
+        self.patch({"spec": {"predictor": {"canaryTrafficPercent": None}}})
 
     def wait_ready(self) -> None:
         """Until the InferenceService has observed its latest spec and is Ready."""

@@ -510,7 +510,7 @@ class LocalTarget:
         if stack.slots.get(self.primary_slot) is not None:
             self._stop_slot(self.primary_slot)
 
-    def rollback(self) -> None:
+    def rollback(self, primary_version: int | None = None) -> None:
         """All traffic to the primary; the canary stops."""
         self.set_shadow(False)
         if self.stack.primary_slot == self.canary_slot:

@@ -141,8 +141,8 @@ class RolloutKServeSettings(StrictModel):
     #: kubeconfig file; default: the pod's service account, else ``~/.kube/config``.
     kubeconfig: str | None = None
     #: PromQL label matchers selecting one model version's pods; ``{namespace}``, ``{name}``
-    #: and ``{version}`` are filled in. Pods carry the label ``vigil.io/model-version``, which
-    #: the chart's PodMonitor relabels to ``vigil_model_version``.
+    #: and ``{version}`` are filled in. The predictor pods carry the label
+    #: ``vigil.io/model-version``; the PodMonitor relabels it to ``vigil_model_version``.
     selector: str = 'namespace="{namespace}",vigil_model_version="{version}"'
     #: Seconds to wait for the InferenceService to be Ready after a promotion.
     ready_timeout_s: float = Field(default=600.0, gt=0, le=7200)
