@@ -9,3 +9,10 @@ InferenceService) or :mod:`rollout.helm` (``helm upgrade`` of Vigil's chart). Sh
 mirror is :mod:`rollout.mirror`; :mod:`rollout.traffic` sends keep-alive traffic and counts who
 answered (benchmarks, tests, trying the stack out).
 """
+
+from typing import Final
+
+#: Where a rollout's traffic split lives.
+TARGETS: Final = ("local", "kserve", "helm")
+#: The pipeline's deploy step also accepts ``none``: register only, roll nothing out.
+NO_ROLLOUT: Final = "none"

@@ -34,13 +34,13 @@ from typing import Any, Final, Protocol
 from pydantic import ValidationError
 
 from monitoring import rollout as metrics
+from rollout import TARGETS
 from rollout.analysis import Analysis, Analyzer, Prometheus, bounds_from
 from rollout.state import RolloutBusy, RolloutError, RolloutState, RolloutStore
 from vigil.errors import VigilError
 from vigil.registry import Registry
 from vigil.settings import RolloutSettings, Settings
 
-TARGETS: Final = ("local", "kserve", "helm")
 #: How often a waiting controller looks for an operator's request.
 POLL_S: Final = 0.2
 

@@ -212,6 +212,8 @@ class KServeTarget:
             if not canary:
                 raise RolloutError(f"InferenceService {self.config.name} has no canary to "
                                    "give traffic to")
+            if canary[0].get("trafficPercent") == int(percent):
+                return
             entries = [dict(canary[0], trafficPercent=int(percent)), *canary[1:]]
             self.patch({"spec": {"canary": entries}})
         else:

@@ -31,9 +31,12 @@ import numpy as np
 import pytest
 import yaml
 
+from components.deploy import deploy_candidate
+from components.results import Deployment, Registration
 from feature_store.transforms import DEFAULT_SPEC
 from inference.client import free_port
 from rollout.kserve import KServeTarget, version_of, with_version
+from vigil.errors import ConfigError
 from vigil.registry import Registry
 from vigil.settings import Settings, load_settings
 
@@ -152,13 +155,13 @@ class ApiServer:
                     return None
                 return url.path, urllib.parse.parse_qs(url.query)
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 checked = self._check()
                 server.requests.append({"method": "GET", "path": self.path})
                 if checked is not None:
                     self._answer(200, server.obj)
 
-            def do_PATCH(self) -> None:  # noqa: N802
+            def do_PATCH(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 checked = self._check()
@@ -379,7 +382,6 @@ def test_a_kserve_rollout_without_evidence_rolls_back_through_patches(
         {"spec": {"canary": [{"predictor": canary, "trafficPercent": 0}]}},
         {"spec": {"canary": [{"predictor": canary, "trafficPercent": 25}]}},
         {"spec": {"canary": [{"predictor": canary, "trafficPercent": 0}]}},
-        {"spec": {"canary": [{"predictor": canary, "trafficPercent": 0}]}},
         {"spec": {"canary": None}},
     ]
     assert standard.obj["spec"] == {"predictor": predictor(1)}
@@ -423,3 +425,59 @@ def test_helm_target_prints_each_upgrade_when_helm_is_absent(registered, run_vig
         f"{base} --set canary.trafficPercent=0",
         f"{base} --set canary.trafficPercent=0 --set canary.enabled=false",
     ]
+
+
+# ------------------------------------------------------------------------------ pipeline step
+
+
+def test_the_deploy_step_rolls_a_challenger_out_and_skips_otherwise(standard, kubeconfig,
+                                                                    registered, tmp_path):
+    settings = load_settings(registered, env={
+        "VIGIL_ROLLOUT__KSERVE__KUBECONFIG": str(kubeconfig(standard.url)),
+        "VIGIL_ROLLOUT__KSERVE__NAMESPACE": NAMESPACE,
+        "VIGIL_ROLLOUT__PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "VIGIL_ROLLOUT__STEPS": "50", "VIGIL_ROLLOUT__INTERVAL_S": "0.2",
+        "VIGIL_ROLLOUT__THRESHOLD": "1",
+    })
+    challenger = Registration(registered=True, model_name="fraud", version=2,
+                              alias="challenger", reason="better")
+    for registration, target in [
+        (challenger, "none"),
+        (Registration(True, "fraud", 2, "champion", "first"), "kserve"),
+        (Registration(False, "fraud", None, None, "not better"), "kserve"),
+    ]:
+        skipped = deploy_candidate(registration, settings=settings, target=target)
+        assert not skipped.rolled_out and skipped.phase is None
+    assert not standard.requests
+    with pytest.raises(ConfigError, match="rollout target must be one of none, local"):
+        deploy_candidate(challenger, settings=settings, target="k8s")
+    result = deploy_candidate(challenger, settings=settings, target="kserve")
+    assert result.rolled_out and result.phase == "rolled_back" and result.version == 2
+    assert "unreachable" in result.reason
+    assert standard.obj["spec"] == {"predictor": predictor(1)}
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+def test_the_deploy_component_runs_under_kfp_local(standard, kubeconfig, registered, tmp_path,
+                                                   monkeypatch):
+    """The thin @dsl.component adapter, run by kfp.local in a subprocess of its own."""
+    from kfp import local
+
+    from components.kfp_components import deploy
+
+    for name, value in {
+        "VIGIL_ROLLOUT__KSERVE__KUBECONFIG": str(kubeconfig(standard.url)),
+        "VIGIL_ROLLOUT__KSERVE__NAMESPACE": NAMESPACE,
+        "VIGIL_ROLLOUT__PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "VIGIL_ROLLOUT__STEPS": "50", "VIGIL_ROLLOUT__INTERVAL_S": "0.2",
+        "VIGIL_ROLLOUT__THRESHOLD": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "pipeline_root"), raise_on_error=True)
+    registration = Registration(True, "fraud", 2, "challenger", "better")
+    task = deploy(registration=json.dumps(registration.to_dict()), vigil_home="",
+                  vigil_config=str(registered), model_name="fraud", rollout_target="kserve")
+    result = Deployment.from_json(task.output)
+    assert result.rolled_out and result.phase == "rolled_back"
+    assert len(standard.patches()) == 4
