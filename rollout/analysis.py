@@ -22,9 +22,11 @@ decision_agreement  shadow mode only: share of mirrored transactions whose decis
                     ``min_decision_agreement``
 ==================  ==============================================================================
 
-When the primary answered fewer than ``min_requests`` requests in the window (the last step
-sends it nothing), its side is measured over the whole rollout so far instead. All queries of
-one analysis are evaluated at the same instant.
+When the primary answered fewer than ``min_requests`` requests in the window (a 100% step
+sends it nothing), its side is measured over the whole rollout so far instead, and the
+relative latency check is left out (latency depends on load, and the two sides did not carry
+theirs at the same time; the absolute bound still applies). All queries of one analysis are
+evaluated at the same instant.
 """
 
 from __future__ import annotations
@@ -268,9 +270,13 @@ class Analysis:
 
 
 def judge(canary: Side, primary: Side, bounds: Mapping[str, float],
-          agreement: tuple[float, float] | None = None) -> tuple[Check, ...]:
+          agreement: tuple[float, float] | None = None,
+          same_window: bool = True) -> tuple[Check, ...]:
     """The checks of the module docstring. ``agreement`` (shadow mode): transactions whose
-    decisions agreed and disagreed."""
+    decisions agreed and disagreed. ``same_window=False`` (the primary measured over the
+    rollout so far, having had no traffic in the window): no relative latency check, since
+    latency depends on the load each side carried and the two did not carry it at the same
+    time; score and decision shares do not, and are still compared."""
     b = bounds
     checks: list[Check] = []
     enough = canary.requests >= b["min_requests"]
@@ -297,18 +303,8 @@ def judge(canary: Side, primary: Side, bounds: Mapping[str, float],
         "no latency samples" if p99 is None else
         f"canary p99 {p99 * 1e3:.1f} ms (at most {limit_ms:g} ms)",
     ))
-    if p99 is None or primary.p99_s is None:
-        checks.append(Check("p99_vs_primary", False, None, None,
-                            "no latency samples on "
-                            + ("the canary" if p99 is None else "the primary")))
-    else:
-        relative_ms = primary.p99_s * 1e3 * b["max_p99_ratio"] + b["p99_slack_ms"]
-        checks.append(Check(
-            "p99_vs_primary", p99 * 1e3 <= relative_ms, round(p99 * 1e3, 3),
-            round(relative_ms, 3),
-            f"canary p99 {p99 * 1e3:.1f} ms vs primary {primary.p99_s * 1e3:.1f} ms "
-            f"(at most x{b['max_p99_ratio']:g} + {b['p99_slack_ms']:g} ms = {relative_ms:.1f})",
-        ))
+    if same_window:
+        checks.append(_relative_latency(p99, primary.p99_s, b))
 
     scored = min(canary.transactions, primary.transactions)
     if scored < b["min_transactions"]:
@@ -357,6 +353,20 @@ def judge(canary: Side, primary: Side, bounds: Mapping[str, float],
     return tuple(checks)
 
 
+def _relative_latency(canary_s: float | None, primary_s: float | None,
+                      b: Mapping[str, float]) -> Check:
+    if canary_s is None or primary_s is None:
+        return Check("p99_vs_primary", False, None, None, "no latency samples on "
+                     + ("the canary" if canary_s is None else "the primary"))
+    bound_ms = primary_s * 1e3 * b["max_p99_ratio"] + b["p99_slack_ms"]
+    return Check(
+        "p99_vs_primary", canary_s * 1e3 <= bound_ms, round(canary_s * 1e3, 3),
+        round(bound_ms, 3),
+        f"canary p99 {canary_s * 1e3:.1f} ms vs primary {primary_s * 1e3:.1f} ms "
+        f"(at most x{b['max_p99_ratio']:g} + {b['p99_slack_ms']:g} ms = {bound_ms:.1f})",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Analyzer:
     """Runs analyses for one rollout: where Prometheus is, which selectors, which bounds."""
@@ -378,15 +388,17 @@ class Analyzer:
                              window_s, at)
             primary = measure(self.prometheus, self.primary_selector, self.model_name,
                               window_s, at)
+            same_window = True
             if (primary.requests < self.bounds["min_requests"] and baseline_s is not None
                     and baseline_s > window_s):
                 primary = measure(self.prometheus, self.primary_selector, self.model_name,
                                   baseline_s, at)
+                same_window = False
             agreement = self._agreement(window_s, at) if shadow else None
         except PrometheusError as e:
             check = Check("evidence", False, None, None, f"no evidence: {e}")
             return Analysis(at, window_s, (check,), None, None, error=str(e))
-        checks = judge(canary, primary, self.bounds, agreement)
+        checks = judge(canary, primary, self.bounds, agreement, same_window)
         return Analysis(at, window_s, checks, canary, primary, agreement)
 
     def _agreement(self, window_s: float, at: float) -> tuple[float, float]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import http.server
 import json
+import shutil
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -481,3 +483,24 @@ def test_the_deploy_component_runs_under_kfp_local(standard, kubeconfig, registe
     result = Deployment.from_json(task.output)
     assert result.rolled_out and result.phase == "rolled_back"
     assert len(standard.patches()) == 4
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def test_the_rollout_metrics_pass_promtool():
+    from monitoring import rollout as metrics
+
+    metrics.set_state("fraud", phase="progressing", traffic_percent=25, failed_analyses=1,
+                      primary_version=1, canary_version=2, target="local")
+    metrics.count_checks("fraud", [("success_rate", True), ("score_psi", False)])
+    metrics.SHADOW_REQUESTS.labels("fraud", "answered").inc()
+    metrics.SHADOW_TRANSACTIONS.labels("fraud", "agree").inc(30)
+    tool = shutil.which("promtool")
+    assert tool, "promtool (Debian package prometheus) is required"
+    for text in (metrics.controller_exposition(), metrics.mirror_exposition()):
+        assert b"vigil_rollout_" in text
+        done = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), (
+            done.stdout + done.stderr)

@@ -21,6 +21,7 @@ import pytest
 from rollout_env import RolloutEnv, build
 
 from inference.client import free_port
+from rollout.analysis import Prometheus
 from rollout.controller import RolloutRequest, history, request_action, rollout, store_for
 from rollout.local import Stack, load_stack, stack_down, stack_up
 from rollout.traffic import Traffic, versions
@@ -296,3 +297,25 @@ def test_shadow_mode_measures_a_candidate_no_client_ever_sees(env, stack, traffi
     seen = traffic.answers(since=since)
     assert seen and versions(seen) == {serving: len(seen)}
     assert load_stack(env.settings).mirror is None
+
+
+def test_the_controllers_metrics_reach_prometheus(env, stack):
+    """Pushed to the stack's Pushgateway after every decision, scraped by its Prometheus; the
+    mirror's agreement counters scraped directly."""
+    state = store_for(env.settings).load()
+    prometheus = Prometheus(stack.prometheus_url)
+    expected = {
+        f'vigil_rollout_phase{{model_name="fraud",phase="{state.phase}"}}': 1.0,
+        'vigil_rollout_traffic_percent{model_name="fraud"}': float(state.traffic_percent),
+        'vigil_rollout_failed_analyses{model_name="fraud"}': float(state.failed_analyses),
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        seen = {query: prometheus.scalar(query) for query in expected}
+        if seen == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert seen == expected
+    assert prometheus.scalar('sum(vigil_rollout_checks_total{result="failed"})') > 0
+    assert prometheus.scalar('sum(vigil_rollout_checks_total{result="passed"})') > 0
+    assert prometheus.query("last_over_time(vigil_rollout_shadow_transactions_total[1h])")
