@@ -451,6 +451,9 @@ class LocalTarget:
         admin = stack.admin
         if current is not None and current.version == version and current.proc.alive():
             self.say(f"canary version {version} already running in slot {slot}")
+            wait_http(current.proc, stack.slot_url(slot), "/v2/health/ready",
+                      self.settings.rollout.local.ready_timeout_s,
+                      f"model server version {version}")
         else:
             if current is not None:
                 self._stop_slot(slot)
