@@ -9,7 +9,8 @@ Two registries, one per process that exports them:
 
 Conventions as for serving (``monitoring.metrics``): ``vigil_rollout_`` prefix, unit suffixes,
 low-cardinality labels only: ``model_name``, ``phase`` (:data:`PHASES`), ``check``
-(:data:`CHECKS`), ``result`` and ``agreement``; versions appear only in the info gauge.
+(:data:`CHECKS`), ``result`` (``passed``/``failed``; for the mirror's copies ``answered``,
+``failed``, ``dropped``) and ``agreement``; versions appear only in the info gauge.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ CHECKS: Final = (
     "evidence", "success_rate", "p99_latency", "p99_vs_primary", "degraded_share",
     "score_psi", "decision_rate", "decision_agreement",
 )
-RESULTS: Final = ("passed", "failed")
-#: What became of a request the mirror copied to the canary.
-SHADOW_RESULTS: Final = ("answered", "failed", "dropped")
 PUSH_JOB: Final = "vigil_rollout"
 
 CONTROLLER_REGISTRY = CollectorRegistry(auto_describe=True)

@@ -10,7 +10,16 @@ mirror is :mod:`rollout.mirror`; :mod:`rollout.traffic` sends keep-alive traffic
 answered (benchmarks, tests, trying the stack out).
 """
 
+from collections.abc import Callable
 from typing import Final
+
+#: Progress output: one line for people (the CLI echoes it, a pipeline step logs it).
+Say = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """No progress output (the default :data:`Say`)."""
+
 
 #: Where a rollout's traffic split lives.
 TARGETS: Final = ("local", "kserve", "helm")

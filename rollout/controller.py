@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol
 from pydantic import ValidationError
 
 from monitoring import rollout as metrics
-from rollout import TARGETS
+from rollout import TARGETS, Say, quiet
 from rollout.analysis import Analysis, Analyzer, Prometheus, bounds_from
 from rollout.state import RolloutBusy, RolloutError, RolloutState, RolloutStore
 from vigil.errors import VigilError
@@ -44,11 +44,6 @@ from vigil.settings import RolloutSettings, Settings
 #: How often a waiting controller looks for an operator's request.
 POLL_S: Final = 0.2
 
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """No progress output."""
 
 
 class Target(Protocol):
@@ -84,7 +79,7 @@ class Target(Protocol):
 
 
 def make_target(settings: Settings, kind: str, params: Mapping[str, Any] | None = None,
-                say: Say = _quiet) -> Target:
+                say: Say = quiet) -> Target:
     """The target ``kind`` (``params``: as recorded by an earlier rollout)."""
     if kind == "local":
         from rollout.local import LocalTarget
@@ -156,7 +151,7 @@ def store_for(settings: Settings, model_name: str | None = None) -> RolloutStore
 # ---------------------------------------------------------------------- entry points
 
 
-def rollout(settings: Settings, request: RolloutRequest, say: Say = _quiet, *,
+def rollout(settings: Settings, request: RolloutRequest, say: Say = quiet, *,
             sleep: Callable[[float], None] = time.sleep) -> RolloutState:
     """Start the rollout ``request`` describes (or resume the interrupted rollout of the same
     version) and drive it to its end; returns the final state. Nothing changes when the
@@ -226,7 +221,7 @@ def _check_plan(request: RolloutRequest) -> None:
         raise RolloutError(f"the threshold must be at least 1, got {request.threshold}")
 
 
-def request_action(settings: Settings, action: str, say: Say = _quiet, *,
+def request_action(settings: Settings, action: str, say: Say = quiet, *,
                    model_name: str | None = None, wait_s: float = 600.0) -> RolloutState:
     """An operator's ``abort`` or ``promote`` of the rollout in progress. With a controller
     running, it is asked (and awaited up to ``wait_s``); without one (it died), this process
@@ -291,7 +286,7 @@ class Controller:
     """Drives one rollout through its phases (see the module docstring)."""
 
     def __init__(self, settings: Settings, store: RolloutStore, state: RolloutState,
-                 target: Target, registry: Registry, say: Say = _quiet,
+                 target: Target, registry: Registry, say: Say = quiet,
                  sleep: Callable[[float], None] = time.sleep, *, resumed: bool = False) -> None:
         self.settings = settings
         self.store = store

@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
+from rollout import Say, quiet
 from rollout.kserve import KServeTarget
 from rollout.state import RolloutError
 from vigil.registry import CHAMPION, Registry
@@ -35,11 +36,6 @@ from vigil.settings import RolloutHelmSettings, Settings
 
 HELM_TIMEOUT_S: Final = 900
 
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """No progress output."""
 
 
 class HelmError(RolloutError):
@@ -83,7 +79,7 @@ class HelmTarget:
     kind: Final = "helm"
 
     def __init__(self, settings: Settings, *, helm: RolloutHelmSettings | None = None,
-                 say: Say = _quiet) -> None:
+                 say: Say = quiet) -> None:
         self.settings = settings
         self.config = helm or settings.rollout.helm
         self.say = say
@@ -93,7 +89,7 @@ class HelmTarget:
 
     @classmethod
     def create(cls, settings: Settings, params: Mapping[str, Any] | None = None,
-               say: Say = _quiet) -> HelmTarget:
+               say: Say = quiet) -> HelmTarget:
         config = settings.rollout.helm
         if params:
             config = config.model_copy(update={k: params[k]

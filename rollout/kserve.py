@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from rollout import Say, quiet
 from rollout.state import RolloutError
 from vigil.settings import RolloutKServeSettings, Settings
 
@@ -42,11 +43,6 @@ VERSION_LABEL: Final = "vigil.io/model-version"
 TRACK_LABEL: Final = "vigil.io/track"
 VERSION_ARG: Final = "--version"
 
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """No progress output."""
 
 
 class KubernetesError(RolloutError):
@@ -105,7 +101,7 @@ class KServeTarget:
     kind: Final = "kserve"
 
     def __init__(self, settings: Settings, api: Any | None = None, *,
-                 kserve: RolloutKServeSettings | None = None, say: Say = _quiet,
+                 kserve: RolloutKServeSettings | None = None, say: Say = quiet,
                  poll_s: float = 2.0) -> None:
         self.settings = settings
         self.config = kserve or settings.rollout.kserve
@@ -115,7 +111,7 @@ class KServeTarget:
 
     @classmethod
     def create(cls, settings: Settings, params: Mapping[str, Any] | None = None,
-               say: Say = _quiet) -> KServeTarget:
+               say: Say = quiet) -> KServeTarget:
         config = settings.rollout.kserve
         if params:
             config = config.model_copy(update={k: params[k] for k in ("namespace", "name", "mode")

@@ -23,15 +23,17 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
 from inference.client import free_port, health, server_command
+from rollout import Say, quiet
 from rollout.haproxy import (
     MIRROR_HEALTH_PATH,
     MIRROR_SERVER,
@@ -54,20 +56,14 @@ SLOT_LABEL: Final = "rollout_slot"
 #: Seconds HAProxy gets to finish requests in flight on a server before it is stopped.
 DRAIN_TIMEOUT_S: Final = 10.0
 
-Say = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """No progress output."""
 
 
 def program(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
-                                  else None)
+    """The path of a program of the stack (Debian installs haproxy in /usr/sbin)."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
     if path is None:
-        package = {"prometheus-pushgateway": "prometheus-pushgateway"}.get(name, name)
-        raise RolloutError(f"{name} is not installed (Debian package {package}); the local "
-                           "rollout stack needs haproxy, prometheus and prometheus-pushgateway")
+        raise RolloutError(f"{name} is not installed; the local rollout stack needs the "
+                           "Debian packages haproxy, prometheus and prometheus-pushgateway")
     return path
 
 
@@ -249,7 +245,7 @@ def server_environment(settings: Settings) -> dict[str, str]:
 
 
 def start_model_server(stack: Stack, settings: Settings, slot: str, version: int,
-                       say: Say = _quiet) -> Slot:
+                       say: Say = quiet) -> Slot:
     """``vigil serve <model> --version V`` on the slot's port; returns once it is ready."""
     port = stack.ports[slot]
     command = server_command(model_name=stack.model_name, host="127.0.0.1", port=port,
@@ -278,7 +274,7 @@ def wait_http(proc: Proc, url: str, path: str, timeout_s: float, what: str) -> N
     raise ProcessError(f"{what} not ready after {timeout_s:g} s at {url}:\n{proc.log_tail()}")
 
 
-def stack_up(settings: Settings, say: Say = _quiet) -> Stack:
+def stack_up(settings: Settings, say: Say = quiet) -> Stack:
     """Start the local stack serving the registry's champion (see the module docstring)."""
     folder = stack_dir(settings)
     existing = Stack.load(folder)
@@ -351,8 +347,6 @@ def stack_up(settings: Settings, say: Say = _quiet) -> Stack:
 
 
 def _check_config(command: list[str], what: str) -> None:
-    import subprocess
-
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RolloutError(f"{what} rejects the generated configuration: "
@@ -370,7 +364,7 @@ def _wait_socket(stack: Stack, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def stop_stack(stack: Stack, say: Say = _quiet) -> list[str]:
+def stop_stack(stack: Stack, say: Say = quiet) -> list[str]:
     """Stop every process of the stack (by PID; servers gracefully) and forget them."""
     stopped = []
     for name, proc in stack.processes().items():
@@ -381,16 +375,12 @@ def stop_stack(stack: Stack, say: Say = _quiet) -> list[str]:
     stack.slots = dict.fromkeys(SLOTS)
     stack.services = {}
     stack.mirror = None
-    with_file = stack.dir / STACK_FILE
-    if with_file.exists():
-        with_file.unlink()
-    socket_file = stack.dir / "haproxy.sock"
-    if socket_file.exists():
-        socket_file.unlink()
+    for leftover in (stack.dir / STACK_FILE, stack.dir / "haproxy.sock"):
+        leftover.unlink(missing_ok=True)
     return stopped
 
 
-def stack_down(settings: Settings, say: Say = _quiet) -> list[str]:
+def stack_down(settings: Settings, say: Say = quiet) -> list[str]:
     stack = load_stack(settings)
     if stack is None:
         return []
@@ -406,7 +396,7 @@ class LocalTarget:
     kind: Final = "local"
 
     def __init__(self, settings: Settings, stack: Stack, *, primary_slot: str | None = None,
-                 say: Say = _quiet) -> None:
+                 say: Say = quiet) -> None:
         self.settings = settings
         self.stack = stack
         #: The slots as the rollout sees them (fixed at its start; a resumed rollout whose
@@ -417,7 +407,7 @@ class LocalTarget:
 
     @classmethod
     def create(cls, settings: Settings, params: Mapping[str, Any] | None = None,
-               say: Say = _quiet) -> LocalTarget:
+               say: Say = quiet) -> LocalTarget:
         stack = running_stack(settings)
         primary = None if params is None else params.get("primary_slot")
         return cls(settings, stack, primary_slot=primary, say=say)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.rollout import CHECKS
 from rollout.analysis import BOUND_FIELDS, Side, bounds_from, histogram_bins, judge, psi
 from rollout.controller import RolloutRequest, parse_duration, parse_steps
 from rollout.helm import prepare_values, promote_values, rollback_values, upgrade_command
@@ -60,10 +61,11 @@ def test_histogram_bins_from_cumulative_buckets():
 
 
 def test_a_canary_like_its_primary_passes_every_check():
-    checks = judge(side(), side(), BOUNDS)
+    checks = judge(side(), side(), BOUNDS, agreement=(10_000, 0))
     assert [c.name for c in checks] == ["evidence", "success_rate", "p99_latency",
                                         "p99_vs_primary", "degraded_share", "score_psi",
-                                        "decision_rate"]
+                                        "decision_rate", "decision_agreement"]
+    assert tuple(c.name for c in checks) == CHECKS  # the metric's label values
     assert failed(checks) == set()
 
 

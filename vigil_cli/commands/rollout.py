@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from rollout import TARGETS
 from vigil_cli.cli import settings_from
 
 
@@ -59,7 +60,7 @@ def _say(message: str) -> None:
               "rollout.interval_s).")
 @click.option("--threshold", type=click.IntRange(min=1), default=None,
               help="Failed analyses that roll back (default: rollout.threshold, 3).")
-@click.option("--target", type=click.Choice(["local", "kserve", "helm"]), default=None,
+@click.option("--target", type=click.Choice(TARGETS), default=None,
               help="Where the traffic split lives (default: rollout.target, local).")
 @click.option("--shadow", is_flag=True,
               help="First mirror traffic to the canary (clients never see its answers).")
