@@ -177,6 +177,7 @@ def test_split_accuracy_at_10_percent_then_abort(env, stack):
     answers = counted.answers()
     assert len(answers) == 1_000 and all(a.status == 200 for a in answers)
     share = versions(answers)[env.versions[name]] / 1_000
+    print(f"split at 10%: the canary answered {share:.1%} of 1,000 keep-alive requests")
     assert 0.07 <= share <= 0.13, share
     final = request_action(env.settings, "abort", print, wait_s=120)
     thread.join(timeout=120)
