@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 DATA ?= data/fraud
 PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
-TEST_PROGRAMS := promtool=prometheus redis-server=redis-server
-PACKAGES := vigil feature_store components inference monitoring pipelines vigil_cli bench
+TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server \
+	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
+	prometheus-alertmanager=prometheus-alertmanager
+PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help
 

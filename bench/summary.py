@@ -15,7 +15,7 @@ from bench.common import RESULTS
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 COLUMNS = ("what", "stock", "vigil", "ratio", "target", "met")
-ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving"]
+ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving", "rollout"]
 
 
 def _cell(value: Any) -> str:

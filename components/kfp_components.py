@@ -162,6 +162,28 @@ def register(
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def deploy(
+    registration: str,
+    vigil_home: str,
+    vigil_config: str,
+    model_name: str,
+    rollout_target: str,
+) -> str:
+    """Roll a registered challenger out on ``rollout_target``; wait for promotion or rollback."""
+    from components.deploy import STEP, deploy_candidate
+    from components.results import Registration, to_json
+    from components.runtime import step, step_settings
+
+    with step(STEP):
+        result = deploy_candidate(
+            Registration.from_json(registration),
+            settings=step_settings(vigil_home, vigil_config, model_name),
+            target=rollout_target,
+        )
+    return to_json(result)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def not_registered(evaluation: str, vigil_config: str, model_name: str) -> str:
     """The gate refused the candidate: say why; the registry is left unchanged."""
     from components.gate import REFUSAL_STEP, explain_refusal

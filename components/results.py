@@ -188,3 +188,35 @@ class Registration:
     @classmethod
     def from_json(cls, text: str) -> Registration:
         return cls.from_dict(_loads(text, "registration"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """The deploy step's result: whether a rollout ran, and how it ended."""
+
+    rolled_out: bool
+    target: str
+    version: int | None
+    #: ``promoted`` or ``rolled_back`` when a rollout ran; None otherwise.
+    phase: str | None
+    rollout_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
+        version = data.get("version")
+        return cls(
+            rolled_out=bool(data["rolled_out"]),
+            target=str(data["target"]),
+            version=None if version is None else int(version),
+            phase=None if data.get("phase") is None else str(data["phase"]),
+            rollout_id=None if data.get("rollout_id") is None else str(data["rollout_id"]),
+            reason=str(data["reason"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        return cls.from_dict(_loads(text, "deployment"))

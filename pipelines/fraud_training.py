@@ -1,10 +1,10 @@
 """``fraud-training``: raw transactions in, a registered fraud model out.
 
-    validate ─► featurize ─► train ─► evaluate ─┬─ dsl.If(decision != "rejected") ─► register
-     (GE gate)   (offline    (LightGBM) (test     │
+    validate ─► featurize ─► train ─► evaluate ─┬─ dsl.If(decision != "rejected") ─► register ─┐
+     (GE gate)   (offline    (LightGBM) (test     │                                              │
                   store +               window,   └─ dsl.Else ─────────────────────► not-registered
-                  fraud_v1              vs. the
-                  via Feast)            champion)
+                  fraud_v1              vs. the         dsl.If(rollout_target != "none") ─► deploy
+                  via Feast)            champion)       (canary rollout of a challenger)
 
 The same function runs on a cluster (compiled to ``fraud_training.yaml``, submitted with
 ``kfp run submit -f``) and locally (``vigil run fraud --local`` through ``kfp.local``).
@@ -23,6 +23,7 @@ from typing import NamedTuple
 from kfp import dsl
 
 from components.kfp_components import (
+    deploy,
     evaluate,
     featurize,
     not_registered,
@@ -47,8 +48,9 @@ class FraudTrainingOutputs(NamedTuple):
     description=(
         "Validate raw card transactions, featurize them into the Feast offline store, train "
         "LightGBM on the point-in-time fraud_v1 training set, evaluate it against the current "
-        "champion on a later window (label-delay gap, known compromised cards removed) and "
-        "register it as champion or challenger when it is better."
+        "champion on a later window (label-delay gap, known compromised cards removed), "
+        "register it as champion or challenger when it is better, and optionally roll a "
+        "challenger out (canary steps decided by Prometheus)."
     ),
 )
 def fraud_training(
@@ -67,6 +69,7 @@ def fraud_training(
     min_fraud_share: float = DEFAULTS.min_fraud_share,
     max_fraud_share: float = DEFAULTS.max_fraud_share,
     lightgbm_params: str = DEFAULTS.lightgbm_params,
+    rollout_target: str = DEFAULTS.rollout_target,
 ) -> FraudTrainingOutputs:
     """Train, evaluate and (when better) register the fraud model.
 
@@ -90,6 +93,8 @@ def fraud_training(
         min_fraud_share: Validation gate: lowest acceptable share of frauds.
         max_fraud_share: Validation gate: highest acceptable share of frauds.
         lightgbm_params: JSON object of LightGBM parameter overrides.
+        rollout_target: none (register only), local, kserve or helm: where a registered
+            challenger is rolled out (canary steps, promoted or rolled back by the analysis).
     """
     checked = validate(
         transactions=transactions,
@@ -128,6 +133,14 @@ def fraud_training(
             model_name=model_name,
             alias=evaluated.outputs["decision"],
         )
+        with dsl.If(rollout_target != "none", name="rollout"):
+            deploy(
+                registration=registered.output,
+                vigil_home=vigil_home,
+                vigil_config=vigil_config,
+                model_name=model_name,
+                rollout_target=rollout_target,
+            )
     with dsl.Else(name="not-better"):
         refused = not_registered(
             evaluation=evaluated.outputs["evaluation"],

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pipelines.params import FraudTrainingParams
 
 #: The steps of one run, in order; the last is ``register`` or ``not-registered``.
-STEPS: Final = ("validate", "featurize", "train", "evaluate", "register")
+STEPS: Final = ("validate", "featurize", "train", "evaluate", "register", "deploy")
 LAST_STEPS: Final = ("register", "not-registered")
 PIPELINE_RUNS_DIR: Final = "pipeline_runs"
 #: Lines of a failed step's log quoted in :class:`PipelineFailed`.
@@ -231,7 +231,8 @@ def run_local(
     )
     root = (pipeline_root or home / PIPELINE_RUNS_DIR).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    tracker = _Tracker(progress or print_progress())
+    total = len(STEPS) if params.rollout_target != "none" else len(STEPS) - 1
+    tracker = _Tracker(progress or print_progress(), total=total)
     t0 = time.perf_counter()
     with _environment(env), _quiet_root_logger(log_stream is None), warnings.catch_warnings():
         # kfp.local warns when an image name lacks "python"; the subprocess runner ignores
@@ -330,9 +331,13 @@ class _Tracker:
         self,
         progress: Callable[[StepEvent], None],
         clock: Callable[[], float] = time.perf_counter,
+        total: int = len(STEPS) - 1,
     ) -> None:
         self._progress = progress
         self._clock = clock
+        #: Steps the run will show (default: all but ``deploy``, which only runs with a
+        #: rollout target).
+        self._total = total
         self._steps: dict[str, _Step] = {}
         self._current: _Step | None = None
 
@@ -355,7 +360,7 @@ class _Tracker:
                 self._current.tail.append(text)
 
     def _start(self, name: str) -> None:
-        index = STEPS.index(name) + 1 if name in STEPS else len(STEPS)
+        index = STEPS.index(name) + 1 if name in STEPS else STEPS.index("register") + 1
         step = _Step(name=name, index=index, started=self._clock())
         self._steps[name] = step
         self._current = step
@@ -380,7 +385,8 @@ class _Tracker:
 
     def _emit(self, kind: Literal["start", "message", "end"], step: _Step, *,
               message: str = "", seconds: float | None = None, status: str | None = None) -> None:
-        self._progress(StepEvent(kind, step.name, step.index, len(STEPS), message, seconds, status))
+        self._progress(StepEvent(kind, step.name, step.index, self._total, message, seconds,
+                                 status))
 
     def timings(self) -> tuple[StepTiming, ...]:
         return tuple(

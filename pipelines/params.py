@@ -42,6 +42,7 @@ class FraudTrainingParams:
     min_fraud_share: float = _VALIDATION.min_fraud_share
     max_fraud_share: float = _VALIDATION.max_fraud_share
     lightgbm_params: str = "{}"
+    rollout_target: str = "none"
 
     def arguments(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

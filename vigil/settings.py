@@ -19,18 +19,20 @@ environment (Kubernetes Secrets). Loading has no side effects: nothing is create
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -106,6 +108,128 @@ class ServingSettings(StrictModel):
     grace_period_s: int = Field(default=30, ge=0, le=3600)
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class RolloutLocalSettings(StrictModel):
+    """The local rollout stack (``vigil rollout stack up``): HAProxy in front of two
+    ``vigil serve`` processes, Prometheus, a Pushgateway; all on 127.0.0.1."""
+
+    #: HAProxy's frontend: clients call the model here during and after rollouts.
+    port: int = Field(default=8090, ge=1, le=65535)
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    pushgateway_port: int = Field(default=9091, ge=1, le=65535)
+    #: How often Prometheus scrapes the servers; an analysis window needs a few scrapes.
+    scrape_interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    #: Seconds a model server gets to load its model and become ready.
+    ready_timeout_s: float = Field(default=180.0, gt=0, le=3600)
+
+
+class RolloutKServeSettings(StrictModel):
+    """The InferenceService the ``kserve`` target patches (and the ``helm`` target's chart
+    renders), and how Prometheus tells its pods apart."""
+
+    namespace: str = Field(default="default", pattern=_DNS_LABEL)
+    #: Name of the InferenceService.
+    name: str = Field(default="fraud", pattern=_DNS_LABEL)
+    #: ``Standard`` (raw deployments; canary as ``spec.canary``, KServe >= 0.20) or
+    #: ``Knative`` (``spec.predictor.canaryTrafficPercent``).
+    mode: Literal["Standard", "Knative"] = "Standard"
+    #: Predictor container that runs ``vigil serve`` (its ``--version`` is set); default: the
+    #: first container.
+    container: str | None = None
+    #: kubeconfig file; default: the pod's service account, else ``~/.kube/config``.
+    kubeconfig: str | None = None
+    #: PromQL label matchers selecting one model version's pods; ``{namespace}``, ``{name}``
+    #: and ``{version}`` are filled in. The predictor pods carry the label
+    #: ``vigil.io/model-version``; the PodMonitor relabels it to ``vigil_model_version``.
+    selector: str = 'namespace="{namespace}",vigil_model_version="{version}"'
+    #: Seconds to wait for the InferenceService to be Ready after a promotion.
+    ready_timeout_s: float = Field(default=600.0, gt=0, le=7200)
+
+
+class RolloutHelmSettings(StrictModel):
+    """The Helm release the ``helm`` target upgrades step by step."""
+
+    release: str = Field(default="vigil", pattern=_DNS_LABEL)
+    #: Chart path or reference given to ``helm upgrade``.
+    chart: str = "charts/vigil"
+    #: Namespace of the release; default: helm's own (the kube context's).
+    namespace: str | None = Field(default=None, pattern=_DNS_LABEL)
+    #: The helm program; when it is not on PATH the commands are printed instead of run.
+    binary: str = "helm"
+
+
+class RolloutSettings(StrictModel):
+    """Canary rollouts (``vigil rollout``): steps, analysis bounds, where they act."""
+
+    #: Where ``vigil rollout`` acts by default: ``local`` (HAProxy), ``kserve`` (patch the
+    #: InferenceService), ``helm`` (upgrade the chart's values).
+    target: Literal["local", "kserve", "helm"] = "local"
+    #: Canary traffic percentages, one analysis interval each (JSON list or ``10,25,50,100``).
+    steps: Annotated[tuple[int, ...], NoDecode] = (10, 25, 50, 100)
+    #: Seconds of traffic per step; the analysis looks at this window.
+    interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    #: Failed checks (all steps together) that roll the canary back.
+    threshold: int = Field(default=3, ge=1, le=1000)
+    #: ``--shadow``: analysis intervals of mirrored traffic before the first step.
+    shadow_intervals: int = Field(default=3, ge=1, le=1000)
+    #: Prometheus HTTP API the analysis queries; default: the local stack's (required by the
+    #: kserve and helm targets).
+    prometheus_url: str | None = None
+    #: Pushgateway that receives the controller's metrics; default: the local stack's (none for
+    #: the other targets).
+    pushgateway_url: str | None = None
+    #: Timeout of one Prometheus query.
+    query_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    #: Rollout state and history; default ``<home>/rollouts``.
+    state_dir: Path | None = None
+    #: Fewer canary requests (or scored transactions) in a window: no evidence, the check fails.
+    min_requests: int = Field(default=20, ge=1)
+    min_transactions: int = Field(default=100, ge=1)
+    #: Share of canary requests answered without a 5xx.
+    min_success_rate: float = Field(default=0.99, ge=0, le=1)
+    #: Canary p99 latency bound, absolute ...
+    max_p99_ms: float = Field(default=500.0, gt=0)
+    #: ... and relative: canary p99 <= primary p99 * max_p99_ratio + p99_slack_ms.
+    max_p99_ratio: float = Field(default=1.5, ge=1)
+    p99_slack_ms: float = Field(default=10.0, ge=0)
+    #: Canary's share of degraded transactions minus the primary's.
+    max_degraded_increase: float = Field(default=0.01, ge=0, le=1)
+    #: Population stability index of the canary's scores against the primary's.
+    max_score_psi: float = Field(default=0.2, gt=0)
+    #: |canary's share of fraud decisions - primary's|.
+    max_decision_rate_diff: float = Field(default=0.02, ge=0, le=1)
+    #: Shadow mode: share of mirrored transactions whose decision equals the primary's.
+    min_decision_agreement: float = Field(default=0.95, ge=0, le=1)
+    local: RolloutLocalSettings = RolloutLocalSettings()
+    kserve: RolloutKServeSettings = RolloutKServeSettings()
+    helm: RolloutHelmSettings = RolloutHelmSettings()
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _parse_steps(cls, value: Any) -> Any:
+        """``10,25,50,100``, ``[10, 25]`` or ``(10, 25)`` from a variable or a file."""
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            try:
+                return tuple(int(part) for part in text.split(",") if part.strip())
+            except ValueError as e:
+                raise ValueError(f"steps: comma-separated percentages, got {value!r}") from e
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("steps: at least one traffic percentage")
+        if any(not 1 <= p <= 100 for p in value):
+            raise ValueError(f"steps: percentages within 1..100, got {list(value)}")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"steps: strictly increasing, got {list(value)}")
+        return value
+
+
 class Settings(BaseSettings):
     """All of Vigil's settings (see the module docstring for where they come from)."""
 
@@ -123,10 +247,15 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     features: FeatureSettings = FeatureSettings()
     serving: ServingSettings = ServingSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @property
     def tracking_uri(self) -> str:
         return self.registry.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def rollout_state_dir(self) -> Path:
+        return (self.rollout.state_dir or self.home / "rollouts").resolve()
 
     @property
     def inference_log_root(self) -> str:

@@ -92,17 +92,31 @@ def test_pipeline_graph():
         name: task["triggerPolicy"]["condition"] for name, task in branches.items()
     }
     assert conditions == {
-        "condition-2": "inputs.parameter_values['pipelinechannel--evaluate-decision'] != "
+        "condition-3": "inputs.parameter_values['pipelinechannel--evaluate-decision'] != "
                        "'rejected'",
-        "condition-3": "!(inputs.parameter_values['pipelinechannel--evaluate-decision'] != "
+        "condition-4": "!(inputs.parameter_values['pipelinechannel--evaluate-decision'] != "
                        "'rejected')",
     }
-    assert list(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == ["register"]
-    assert list(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == ["not-registered"]
-    register = spec["components"]["comp-condition-2"]["dag"]["tasks"]["register"]
+    better = spec["components"]["comp-condition-3"]["dag"]["tasks"]
+    assert list(better) == ["condition-2", "register"]
+    assert list(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == ["not-registered"]
+    register = better["register"]
     assert register["inputs"]["parameters"]["alias"]["componentInputParameter"] == (
         "pipelinechannel--evaluate-decision"
     )
+    # The deploy step: after register, only with a rollout target, given the registration.
+    rollout = better["condition-2"]
+    assert rollout["dependentTasks"] == ["register"]
+    assert rollout["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--rollout_target'] != 'none'"
+    )
+    assert rollout["inputs"]["parameters"]["pipelinechannel--register-Output"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "register"}
+    }
+    deploy = spec["components"]["comp-condition-2"]["dag"]["tasks"]["deploy"]
+    assert deploy["inputs"]["parameters"]["registration"] == {
+        "componentInputParameter": "pipelinechannel--register-Output"
+    }
     assert set(spec["root"]["dag"]["outputs"]["parameters"]) == {"evaluation", "registration"}
     # Steps run in the component image with nothing installed at run time.
     for executor in spec["deploymentSpec"]["executors"].values():

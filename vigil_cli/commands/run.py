@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from pipelines.params import DEFAULTS, FraudTrainingParams
+from rollout import NO_ROLLOUT, TARGETS
 from vigil.evaluation.metrics import METRICS
 from vigil_cli.cli import settings_from
 
@@ -61,6 +62,10 @@ def run() -> None:
               help="How much a candidate must beat the champion by.")
 @click.option("--lightgbm-params", default=DEFAULTS.lightgbm_params, metavar="JSON",
               help="LightGBM parameter overrides, a JSON object.")
+@click.option("--rollout-target", type=click.Choice([NO_ROLLOUT, *TARGETS]),
+              default=DEFAULTS.rollout_target, show_default=True,
+              help="After registering a challenger, roll it out there (canary steps decided "
+              "by Prometheus; the rollout.* settings); none: register only.")
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="--local: folder for the run's artifacts (default: VIGIL_HOME/pipeline_runs).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -88,6 +93,7 @@ def fraud(
     quality_floor: float,
     min_improvement: float,
     lightgbm_params: str,
+    rollout_target: str,
     pipeline_root: Path | None,
     json_out: Path | None,
     experiment: str,
@@ -117,6 +123,7 @@ def fraud(
         quality_floor=quality_floor,
         min_improvement=min_improvement,
         lightgbm_params=lightgbm_params,
+        rollout_target=rollout_target,
     )
 
     if host is not None:
