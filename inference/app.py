@@ -51,7 +51,7 @@ from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.model import FraudModel
-from inference.schema import RequestError, decode_v2
+from inference.schema import RequestError, decode_v2, load_json
 from monitoring import metrics as m
 
 Scope = MutableMapping[str, Any]
@@ -65,10 +65,10 @@ BINARY_HEADER: Final = "inference-header-content-length"
 _SCORING = re.compile(
     r"^/v1/models/(?P<v1>[^/]+):predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$"
 )
-#: Liveness and readiness probes stay open when a token is required.
-_PROBES = re.compile(
-    r"^/$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/versions/[^/]+)?/ready$|^/v1/models/[^/:]+$"
-)
+#: The server's liveness and readiness probes stay open when a token is required; they name
+#: no model. Everything that does (metadata, per-model readiness) needs the token.
+_PROBES = re.compile(r"^/$|^/v2/health/(live|ready)$")
+_BEARER: Final = b"bearer"
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _JSON: Final = "application/json"
 _OCTET: Final = "application/octet-stream"
@@ -121,7 +121,7 @@ class ServingMiddleware:
     ):
         self.app = app
         self.served = served
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,9 +161,13 @@ class ServingMiddleware:
 
     def _reject(self, scope: Scope, path: str) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if self.expected is not None and not _PROBES.match(path):
+        if self.token is not None and not _PROBES.match(path):
             given = next((v for k, v in headers if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self.expected):
+            # "Bearer" in any letter case (HTTP auth schemes are case-insensitive), then one or
+            # more spaces and the token, compared in constant time.
+            scheme, _, credentials = given.partition(b" ")
+            valid = hmac.compare_digest(credentials.lstrip(b" "), self.token)
+            if not (valid and scheme.lower() == _BEARER):
                 return 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
         if scope["method"] in _BODY_METHODS:
             length = next((v for k, v in headers if k == b"content-length"), None)
@@ -237,11 +241,7 @@ class VigilRoutes:
         _check_encoding(request)
         if _media_type(request) != _JSON:
             raise RequestError("Content-Type must be application/json", status=415)
-        body = await request.body()
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise RequestError(f"body is not valid JSON: {e}") from e
+        payload = load_json(await request.body())
         headers = dict(request.headers.items())
         response, _ = await self.dataplane.infer(model_name, payload, headers)
         assert isinstance(response, dict)
@@ -301,10 +301,10 @@ class VigilRoutes:
         models = self.dataplane.model_registry.get_models()
         waiting = sorted(name for name, model in models.items() if not model.ready)
         if not models or waiting:
-            return json_response(
-                {"ready": False, "error": f"not ready: {', '.join(waiting) or 'no model'}"},
-                status_code=503,
-            )
+            # Open without the token: says how many models wait, not which.
+            what = f"{len(waiting)} of {len(models)} model(s) waiting" if models else "no model"
+            return json_response({"ready": False, "error": f"not ready: {what}"},
+                                 status_code=503)
         return json_response({"ready": True})
 
     async def v2_server_metadata(self) -> Response:
