@@ -22,8 +22,9 @@ Both protocols build their transactions with the one :func:`build_transaction`: 
 instance, V2 from each row of its tensors.
 
 Bodies are parsed by :func:`load_json`, which refuses a JSON object that repeats a key (orjson
-would keep the last value silently). Every problem raises :class:`RequestError` (an ``InvalidInput``, so HTTP 400 on any KServe
-route) whose message names the offending field, e.g. ``instances[2].TX_AMOUNT: must be >= 0``.
+would keep the last value silently). Every problem raises :class:`RequestError` (an
+``InvalidInput``, so HTTP 400 on any KServe route) whose message names the offending field,
+e.g. ``instances[2].TX_AMOUNT: must be >= 0``.
 Nothing here touches the network or the model: these are plain functions over decoded JSON.
 """
 

@@ -134,7 +134,7 @@ def test_scorer_with_shuffled_batches_equals_batch(data, histories, serving_mode
     _assert_counted_in_the_one_order(features)
     batches: list[ScoredBatch] = []
     scorer = Scorer(LoadedModel(serving_model.booster, serving_model.card), histories,
-                    sink=batches.append)  # appends inline, after each batch
+                    retry_after_s=0.5, sink=batches.append)  # appends inline, after each batch
     live = _live(tx, cutoff)
     live = live.iloc[offline.event_order(live)]
     instants = live[c.TX_DATETIME].drop_duplicates().tolist()
