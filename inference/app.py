@@ -19,8 +19,9 @@ per pod (scale-out is replicas). The app has:
 * :class:`ServingMiddleware` (pure ASGI): the optional bearer token, the body limit (413), and
   a count of every scoring request by model, version, outcome and status code;
 * exception handlers mapping typed errors to 4xx with ``{"error": "..."}``: invalid input 400
-  (415 for the content type, 413 for size), unknown model or route 404, not ready 503. There
-  is no catch-all handler: only bugs are 500;
+  (415 for the content type, 413 for size), unknown model or route 404, shed 429 with
+  ``Retry-After`` (:class:`inference.batching.Overloaded`: checked before the body is parsed
+  too), not ready 503. There is no catch-all handler: only bugs are 500;
 * a lifespan whose shutdown stops every model (near-real-time appends finished, the inference
   log written) once uvicorn has let in-flight requests finish.
 """
@@ -50,6 +51,7 @@ from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
 from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference.batching import Overloaded
 from inference.model import FraudModel
 from inference.schema import RequestError, decode_v2, load_json
 from monitoring import metrics as m
@@ -105,7 +107,7 @@ def _outcome(status: int) -> str:
     if status < 400:
         return "ok"
     return {401: "unauthorized", 403: "unauthorized", 404: "not_found", 413: "too_large",
-            503: "not_ready"}.get(status, "invalid" if status < 500 else "error")
+            429: "shed", 503: "not_ready"}.get(status, "invalid" if status < 500 else "error")
 
 
 class ServingMiddleware:
@@ -237,7 +239,7 @@ class VigilRoutes:
 
     async def v1_predict(self, request: Request) -> Response:
         model_name: str = request.path_params["model_name"]
-        self.model(request, model_name)
+        self.model(request, model_name).shed_if_full()
         _check_encoding(request)
         if _media_type(request) != _JSON:
             raise RequestError("Content-Type must be application/json", status=415)
@@ -252,6 +254,7 @@ class VigilRoutes:
         model_name: str = request.path_params["model_name"]
         model_version: str | None = request.path_params.get("model_version")
         model = self.model(request, model_name, model_version)
+        model.shed_if_full()
         _check_encoding(request)
         raw_length = request.headers.get(BINARY_HEADER)
         media = _media_type(request)
@@ -362,6 +365,12 @@ async def _request_error(_: Request, exc: Exception) -> Response:
     return Response(_error_body(str(exc)), status_code=400, media_type="application/json")
 
 
+async def _overloaded(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Overloaded)
+    return Response(_error_body(str(exc)), status_code=429, media_type="application/json",
+                    headers={"Retry-After": str(exc.retry_after_s)})
+
+
 async def _not_found(_: Request, exc: Exception) -> Response:
     return Response(_error_body(str(exc)), status_code=404, media_type="application/json")
 
@@ -389,6 +398,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(InvalidInput, _request_error)
     app.add_exception_handler(ModelNotFound, _not_found)
+    app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(ModelNotReady, _not_ready)
     app.add_exception_handler(ServerNotReady, _not_ready)
     app.add_exception_handler(ServerNotLive, _not_ready)

@@ -25,9 +25,10 @@ import orjson
 import redis
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
+from prometheus_client import Counter
 
 from feature_store.online import HistoryLimits
-from inference.batching import MicroBatcher
+from inference.batching import MicroBatcher, Overloaded
 from inference.log import InferenceLog
 from inference.online import serving_histories
 from inference.schema import (
@@ -154,6 +155,7 @@ class FraudModel(Model):
         self.client: redis.Redis | None = None
         self.append_client: redis.Redis | None = None
         self.appender: Appender | None = None
+        self._m_shed: dict[str, Counter] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._stopped = False
@@ -200,7 +202,17 @@ class FraudModel(Model):
             sink=self.inference_log.append,
             history_bound=o.history.max_entries,
         )
-        self.batcher = MicroBatcher(self.scorer, max_batch=o.max_batch)
+        self.batcher = MicroBatcher(
+            self.scorer,
+            max_batch=o.max_batch,
+            max_batch_per_customer=o.max_batch_per_customer,
+            max_queued=o.max_queued_transactions,
+            max_queued_per_customer=o.max_queued_per_customer,
+            retry_after_s=o.shed_retry_after_s,
+        )
+        batcher = self.batcher
+        m.QUEUED.labels(card.name).set_function(lambda: batcher.queued)
+        self._m_shed = {r: m.SHED.labels(card.name, r) for r in m.SHED_REASONS}
         m.MODEL_INFO.labels(card.name, str(card.version), card.feature_service).set(1)
         self._watcher = threading.Thread(target=self._wait_for_store, name="store-watch",
                                          daemon=True)
@@ -306,8 +318,22 @@ class FraudModel(Model):
         if self.batcher is None:
             raise RuntimeError("FraudModel.predict before load()")
         request_id = _request_id(headers, payload.request_id)
-        results = await self.batcher.submit(payload.transactions, request_id)
+        try:
+            results = await self.batcher.submit(payload.transactions, request_id)
+        except Overloaded as e:
+            self._m_shed[e.reason].inc()
+            raise
         return ScoredRequest(payload, request_id, results)
+
+    def shed_if_full(self) -> None:
+        """:class:`Overloaded` when no request can be admitted now: checked before a body is
+        parsed, so that shedding costs little."""
+        if self.batcher is not None:
+            try:
+                self.batcher.shed_if_full()
+            except Overloaded as e:
+                self._m_shed[e.reason].inc()
+                raise
 
     async def postprocess(
         self,

@@ -6,9 +6,13 @@ from __future__ import annotations
 import socket
 import urllib.parse
 
+import httpx
+import orjson
 import pytest
 
 pytestmark = pytest.mark.integration
+
+V1 = "/v1/models/fraud:predict"
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -56,3 +60,65 @@ def test_half_sent_headers_and_silent_connections_are_closed(online_store, serve
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"live":true}')
     assert server.process.poll() is None
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response read from ``sock``: status, headers (lower-case names), body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_requests_beyond_the_queue_bound_get_429_with_retry_after(
+    serving_model, online_store, redis_process, server_factory, tx_instance
+):
+    """Issue 14: the request queue had no bound: under a flood every request waited, however
+    long. Here the queue holds one transaction; Redis hangs (paused) so that the first batch
+    blocks for the 3 s read budget while the other requests arrive: they are answered 429 with
+    Retry-After at once, counted, and the server goes on."""
+    rp = redis_process()
+    store = online_store(redis_url=rp.url, serving={"max_queued_transactions": 1,
+                                                     "shed_retry_after_s": 2})
+    server = server_factory(config=store.config, env={"VIGIL_REDIS__TIMEOUT_MS": "3000"})
+    address = _address(server.url)
+    rows = serving_model.live.iloc[:64]
+    requests = []
+    for _, row in rows.iterrows():
+        body = orjson.dumps({"instances": [tx_instance(row)]})
+        requests.append(
+            f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+    sockets = [socket.create_connection(address, timeout=60) for _ in requests]
+    rp.pause()
+    try:
+        for sock, request in zip(sockets, requests, strict=True):
+            sock.sendall(request)
+        answers = [_response(sock) for sock in sockets]
+    finally:
+        rp.resume()
+        for sock in sockets:
+            sock.close()
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    shed = [(headers, body) for status, headers, body in answers if status == 429]
+    assert len(shed) >= 32, statuses
+    for headers, body in shed:
+        assert headers["retry-after"] == "2"
+        assert "server busy" in orjson.loads(body)["error"]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post(V1, json={"instances": [tx_instance(rows.iloc[0])]}).status_code == 200
+        metrics = http.get("/metrics").text
+    count = float(len(shed))
+    assert f'vigil_serving_shed_requests_total{{model_name="fraud",reason="queue"}} {count}' \
+        in metrics
+    assert (f'vigil_serving_requests_total{{model_name="fraud",model_version="1",'
+            f'outcome="shed",status_code="429"}} {count}') in metrics
