@@ -193,6 +193,8 @@ class FraudModel(Model):
             model_name=card.name,
             rotate_rows=o.log_rotate_rows,
             rotate_seconds=o.log_rotate_seconds,
+            flush_s=o.log_flush_s,
+            journal_dir=o.log_journal_dir,
         )
         self.scorer = Scorer(
             loaded,
