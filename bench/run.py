@@ -15,7 +15,7 @@ import time
 from bench import summary
 from bench.common import write_result
 
-BENCHMARKS = ["simulate", "features", "online", "pipeline", "handbook", "serving"]
+BENCHMARKS = ["simulate", "features", "online", "pipeline", "handbook", "serving", "abuse"]
 
 
 def main(argv: list[str] | None = None) -> int:

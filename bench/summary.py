@@ -1,7 +1,8 @@
 """Render bench/results/*.json into the README between the bench markers.
 
 Each result may carry ``summary``: rows of ``{"what", "stock", "vigil", "ratio", "target",
-"met"}`` (any may be missing); they become one Markdown table per benchmark.
+"met"}`` (any may be missing); they become one Markdown table per benchmark. ``columns`` may
+rename the two value columns (the abuse benchmark compares a quiet run with one under attack).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from bench.common import RESULTS
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 COLUMNS = ("what", "stock", "vigil", "ratio", "target", "met")
-ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving"]
+ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving", "abuse"]
 
 
 def _cell(value: Any) -> str:
@@ -43,7 +44,8 @@ def render() -> str:
         )
         if rows:
             parts.append("")
-            parts.append("| what | stock | Vigil | ratio | target | met |")
+            labels = {"stock": "stock", "vigil": "Vigil", **result.get("columns", {})}
+            parts.append(f"| what | {labels['stock']} | {labels['vigil']} | ratio | target | met |")
             parts.append("|---|---|---|---|---|---|")
             for row in rows:
                 parts.append(
