@@ -13,9 +13,7 @@ import sys
 import time
 
 from bench import summary
-from bench.common import write_result
-
-BENCHMARKS = ["simulate", "features", "online", "pipeline", "handbook", "serving", "rollout"]
+from bench.common import BENCHMARKS, write_result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Render bench/results/*.json into the README between the bench markers.
 
 Each result may carry ``summary``: rows of ``{"what", "stock", "vigil", "ratio", "target",
-"met"}`` (any may be missing); they become one Markdown table per benchmark.
+"met"}`` (any may be missing); they become one Markdown table per benchmark. ``columns`` may
+rename the two value columns (the abuse benchmark compares a quiet run with one under attack).
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS
+from bench.common import BENCHMARKS, RESULTS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 COLUMNS = ("what", "stock", "vigil", "ratio", "target", "met")
-ORDER = ["simulate", "features", "online", "pipeline", "handbook", "serving", "rollout"]
 
 
 def _cell(value: Any) -> str:
@@ -33,7 +33,7 @@ def _cell(value: Any) -> str:
 def render() -> str:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     parts = []
-    for name in sorted(results, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n)):
+    for name in sorted(results, key=lambda n: (BENCHMARKS.index(n) if n in BENCHMARKS else 99, n)):
         result = results[name]
         rows = result.get("summary") or []
         machine = result.get("machine", {})
@@ -43,7 +43,8 @@ def render() -> str:
         )
         if rows:
             parts.append("")
-            parts.append("| what | stock | Vigil | ratio | target | met |")
+            labels = {"stock": "stock", "vigil": "Vigil", **result.get("columns", {})}
+            parts.append(f"| what | {labels['stock']} | {labels['vigil']} | ratio | target | met |")
             parts.append("|---|---|---|---|---|---|")
             for row in rows:
                 parts.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from feature_store.online.limits import HistoryLimits
 from vigil.settings import Settings
 
 #: The Feast repo's folder under Vigil's home.
@@ -25,6 +26,8 @@ class StoreConfig:
     #: redis://[:password@]host:port/db of the online store. (Timeouts belong to each use:
     #: the serving read budget is the server's, a materialization's is its job's.)
     redis_url: str
+    #: Bounds of one entity's online history and of one append call.
+    limits: HistoryLimits = dataclasses.field(default_factory=HistoryLimits)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StoreConfig:
@@ -32,6 +35,7 @@ class StoreConfig:
             repo_path=(settings.home / REPO_FOLDER).resolve(),
             project=settings.features.project,
             redis_url=settings.redis.url,
+            limits=HistoryLimits.from_settings(settings.redis),
         )
 
     @property

@@ -99,8 +99,9 @@ def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:
     """The online histories of ``config``: Redis when it answers (socket timeout
     ``timeout_s``), else Feast (SQLite)."""
     if redis_reachable(config.redis_url):
-        return RedisHistories(redis_client(config.redis_url, timeout_s), config.project)
-    return FeastHistories(open_store(config, online="sqlite"))
+        client = redis_client(config.redis_url, timeout_s)
+        return RedisHistories(client, config.project, limits=config.limits)
+    return FeastHistories(open_store(config, online="sqlite"), limits=config.limits)
 
 
 def materialize(config: StoreConfig) -> MaterializeResult:

@@ -19,8 +19,9 @@ per pod (scale-out is replicas). The app has:
 * :class:`ServingMiddleware` (pure ASGI): the optional bearer token, the body limit (413), and
   a count of every scoring request by model, version, outcome and status code;
 * exception handlers mapping typed errors to 4xx with ``{"error": "..."}``: invalid input 400
-  (415 for the content type, 413 for size), unknown model or route 404, not ready 503. There
-  is no catch-all handler: only bugs are 500;
+  (415 for the content type, 413 for size), unknown model or route 404, shed 429 with
+  ``Retry-After`` (:class:`inference.batching.Overloaded`: checked before the body is parsed
+  too), not ready 503. There is no catch-all handler: only bugs are 500;
 * a lifespan whose shutdown stops every model (near-real-time appends finished, the inference
   log written) once uvicorn has let in-flight requests finish.
 """
@@ -50,8 +51,9 @@ from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
 from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from inference.batching import Overloaded
 from inference.model import FraudModel
-from inference.schema import RequestError, decode_v2
+from inference.schema import RequestError, decode_v2, load_json
 from monitoring import metrics as m
 
 Scope = MutableMapping[str, Any]
@@ -65,10 +67,10 @@ BINARY_HEADER: Final = "inference-header-content-length"
 _SCORING = re.compile(
     r"^/v1/models/(?P<v1>[^/]+):predict$|^/v2/models/(?P<v2>[^/]+)(?:/versions/[^/]+)?/infer$"
 )
-#: Liveness and readiness probes stay open when a token is required.
-_PROBES = re.compile(
-    r"^/$|^/v2/health/(live|ready)$|^/v2/models/[^/]+(/versions/[^/]+)?/ready$|^/v1/models/[^/:]+$"
-)
+#: The server's liveness and readiness probes stay open when a token is required; they name
+#: no model. Everything that does (metadata, per-model readiness) needs the token.
+_PROBES = re.compile(r"^/$|^/v2/health/(live|ready)$")
+_BEARER: Final = b"bearer"
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _JSON: Final = "application/json"
 _OCTET: Final = "application/octet-stream"
@@ -105,7 +107,7 @@ def _outcome(status: int) -> str:
     if status < 400:
         return "ok"
     return {401: "unauthorized", 403: "unauthorized", 404: "not_found", 413: "too_large",
-            503: "not_ready"}.get(status, "invalid" if status < 500 else "error")
+            429: "shed", 503: "not_ready"}.get(status, "invalid" if status < 500 else "error")
 
 
 class ServingMiddleware:
@@ -121,7 +123,7 @@ class ServingMiddleware:
     ):
         self.app = app
         self.served = served
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,9 +163,13 @@ class ServingMiddleware:
 
     def _reject(self, scope: Scope, path: str) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if self.expected is not None and not _PROBES.match(path):
+        if self.token is not None and not _PROBES.match(path):
             given = next((v for k, v in headers if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self.expected):
+            # "Bearer" in any letter case (HTTP auth schemes are case-insensitive), then one or
+            # more spaces and the token, compared in constant time.
+            scheme, _, credentials = given.partition(b" ")
+            valid = hmac.compare_digest(credentials.lstrip(b" "), self.token)
+            if not (valid and scheme.lower() == _BEARER):
                 return 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
         if scope["method"] in _BODY_METHODS:
             length = next((v for k, v in headers if k == b"content-length"), None)
@@ -233,15 +239,11 @@ class VigilRoutes:
 
     async def v1_predict(self, request: Request) -> Response:
         model_name: str = request.path_params["model_name"]
-        self.model(request, model_name)
+        self.model(request, model_name).shed_if_full()
         _check_encoding(request)
         if _media_type(request) != _JSON:
             raise RequestError("Content-Type must be application/json", status=415)
-        body = await request.body()
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise RequestError(f"body is not valid JSON: {e}") from e
+        payload = load_json(await request.body())
         headers = dict(request.headers.items())
         response, _ = await self.dataplane.infer(model_name, payload, headers)
         assert isinstance(response, dict)
@@ -252,6 +254,7 @@ class VigilRoutes:
         model_name: str = request.path_params["model_name"]
         model_version: str | None = request.path_params.get("model_version")
         model = self.model(request, model_name, model_version)
+        model.shed_if_full()
         _check_encoding(request)
         raw_length = request.headers.get(BINARY_HEADER)
         media = _media_type(request)
@@ -301,10 +304,10 @@ class VigilRoutes:
         models = self.dataplane.model_registry.get_models()
         waiting = sorted(name for name, model in models.items() if not model.ready)
         if not models or waiting:
-            return json_response(
-                {"ready": False, "error": f"not ready: {', '.join(waiting) or 'no model'}"},
-                status_code=503,
-            )
+            # Open without the token: says how many models wait, not which.
+            what = f"{len(waiting)} of {len(models)} model(s) waiting" if models else "no model"
+            return json_response({"ready": False, "error": f"not ready: {what}"},
+                                 status_code=503)
         return json_response({"ready": True})
 
     async def v2_server_metadata(self) -> Response:
@@ -362,6 +365,12 @@ async def _request_error(_: Request, exc: Exception) -> Response:
     return Response(_error_body(str(exc)), status_code=400, media_type="application/json")
 
 
+async def _overloaded(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Overloaded)
+    return Response(_error_body(str(exc)), status_code=429, media_type="application/json",
+                    headers={"Retry-After": str(exc.retry_after_s)})
+
+
 async def _not_found(_: Request, exc: Exception) -> Response:
     return Response(_error_body(str(exc)), status_code=404, media_type="application/json")
 
@@ -389,6 +398,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(InvalidInput, _request_error)
     app.add_exception_handler(ModelNotFound, _not_found)
+    app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(ModelNotReady, _not_ready)
     app.add_exception_handler(ServerNotReady, _not_ready)
     app.add_exception_handler(ServerNotLive, _not_ready)

@@ -1,4 +1,5 @@
-"""The inference log: every scored transaction, appended to rotated parquet files.
+"""The inference log: every scored transaction, in parquet files, and a journal that a crash
+does not lose.
 
 One row per scored transaction: ``TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID``, the
 model's input features under their training names (so drift jobs read the log exactly like
@@ -8,13 +9,32 @@ request_id, logged_at``.
 
 Files are ``<root>/date=YYYY-MM-DD/part-<UTC time>-<host>-<pid>-<seq>.parquet`` (hive
 partitioning by logging day). ``root`` is a local folder or any URI pyarrow's file systems
-understand (``s3://bucket/prefix``, ``gs://...``) on a cluster. A background thread starts a new
-file after ``rotate_rows`` rows or ``rotate_seconds`` seconds, whichever comes first, and writes
-each row group to the open file as soon as it is full, so that a rotation only writes the last
-one and closes the file; local files appear atomically (written under a temporary name, then
-renamed). :meth:`InferenceLog.close` — called on graceful shutdown — writes whatever is
-buffered, so nothing scored is lost. A failed write keeps the rows buffered and is retried;
-only beyond ``max_buffered_rows`` are the oldest rows dropped (and counted).
+understand (``s3://bucket/prefix``, ``gs://...``) on a cluster.
+
+**Crash safety.** The scorer hands each scored batch to :meth:`InferenceLog.append` (columns
+in memory, no I/O on the event loop). A writer thread appends what arrived to the current
+file's *journal* — an Arrow IPC stream in a local folder (``serving.log_journal_dir``; by
+default ``_journal`` under a local root, which readers of the log skip) — at least every
+``flush_s`` seconds (``serving.log_flush_s``, 0.5 s), each write going straight to the
+operating system. A process killed with SIGKILL therefore loses at most the rows of its last
+``flush_s`` seconds (plus the write in progress): what the journal holds survives it. After
+``rotate_rows`` rows or ``rotate_seconds`` seconds the journal is *published*: read back and
+written as the parquet file (row groups of at least :data:`ROW_GROUP_ROWS`, yielding the GIL
+in between so that the event loop is never held for long; local files appear atomically,
+written under a hidden temporary name, then renamed), then deleted. :meth:`InferenceLog.close`
+— graceful shutdown — publishes what is left.
+
+**Recovery.** At start, journals a dead process of this host left behind (or a process with
+this process's id: a restarted container) are published — every complete record batch in
+them, a batch cut short by the kill dropped — and deleted; a journal already published is
+deleted. Hidden temporary parquet files such a process left are deleted when their journal
+holds their rows, else set aside (moved, not deleted: ``_aside`` under the root or the
+journal folder, which readers skip) and named in a warning, as is a journal that cannot be
+read at all. Journals of live processes and of other hosts are left alone.
+
+A failed write (disk full, object storage down) keeps the rows — in memory before they reach
+the journal, in the journal before they reach their parquet file — and is retried; only beyond
+``max_buffered_rows`` unjournaled rows are the oldest dropped (and counted).
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -36,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyarrow import ipc
 
 from inference.scoring import ScoredBatch
 from monitoring import metrics as m
@@ -43,12 +65,11 @@ from vigil import contract as c
 
 log = logging.getLogger(__name__)
 
-#: Rows per parquet row group (and per step of a write).
+#: Rows per parquet row group (and per step of a publication).
 ROW_GROUP_ROWS: Final = 4_096
-#: How often the writer thread writes the row groups that filled up meanwhile.
-PREPARE_EVERY_S: Final = 0.25
-#: Written batches freed per step.
-RELEASE_BATCHES: Final = 64
+JOURNAL_SUFFIX: Final = ".arrows"
+#: Where files a crash left that cannot be recovered are moved (readers skip ``_`` folders).
+ASIDE: Final = "_aside"
 #: Columns besides the features, in file order.
 RESULT_COLUMNS: Final = (
     "score",
@@ -64,6 +85,9 @@ RESULT_COLUMNS: Final = (
     "request_id",
     "logged_at",
 )
+#: ``part-<time>-<host>-<pid>-<seq>``: a file's name without suffix; the owner's host and pid.
+_PART = re.compile(r"^part-\d{8}T\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<seq>\d+)$")
+_TMP = re.compile(r"^\.(?P<name>part-.+)\.[0-9a-f]{8}\.tmp$")
 
 
 def open_root(uri: str | Path) -> tuple[pafs.FileSystem, str, bool]:
@@ -126,39 +150,62 @@ class Rows:
 
 
 @dataclasses.dataclass
-class _Buffer:
-    batches: list[Rows] = dataclasses.field(default_factory=list)
+class _Segment:
+    """One parquet file in the making: its journal, open for appending."""
+
+    journal: Path
+    target: str  # the parquet file's path in the log's file system
+    opened: float  # monotonic time of its first row
+    writer: ipc.RecordBatchStreamWriter | None = None
+    sink: pa.NativeFile | None = None
+    schema: pa.Schema | None = None
     rows: int = 0
-    since: float = 0.0  # monotonic time of the oldest buffered row
-    #: The file being written: the first ``written`` batches are in it already (the writer
-    #: thread writes each row group as soon as it is full); ``target`` becomes ``path`` when
-    #: the file is complete.
-    writer: pq.ParquetWriter | None = None
-    written: int = 0
-    target: str = ""
-    path: str = ""
+
+    def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.writer.close()
+        if self.sink is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self.sink.close()
+        self.writer = self.sink = None
+        _OPEN_JOURNALS.discard(self.journal)
 
 
-def _release(batches: list[Rows]) -> None:
-    """Free written rows a slice at a time, yielding the GIL in between: a file's ~150,000
-    arrays freed at once held the GIL for ~50-100 ms under load."""
-    while batches:
-        del batches[-RELEASE_BATCHES:]
-        time.sleep(0)
+def _owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a log file's name without suffix, None if not one of ours."""
+    match = _PART.match(name)
+    return (match.group("host"), int(match.group("pid"))) if match else None
 
 
-def _row_groups(batches: list[Rows]) -> list[list[Rows]]:
-    """Consecutive batches cut into groups of at least ``ROW_GROUP_ROWS`` rows (the last one
-    may be smaller)."""
-    groups: list[list[Rows]] = [[]]
-    rows = 0
-    for batch in batches:
-        if rows >= ROW_GROUP_ROWS:
-            groups.append([])
-            rows = 0
-        groups[-1].append(batch)
-        rows += batch.n
-    return groups if groups[0] else []
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+#: Journals this process has open (a second log on the same folder must not "recover" them).
+_OPEN_JOURNALS: set[Path] = set()
+
+
+def read_journal(path: Path) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """The complete record batches of a journal; one cut short by a crash is dropped. Raises
+    ``pa.ArrowInvalid`` or ``OSError`` when not even the schema can be read."""
+    with pa.OSFile(str(path), "rb") as source:
+        reader = ipc.open_stream(source)
+        batches = []
+        while True:
+            try:
+                batches.append(reader.read_next_batch())
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError):  # the write a kill interrupted
+                break
+        return reader.schema, batches
 
 
 class InferenceLog:
@@ -170,137 +217,273 @@ class InferenceLog:
         model_name: str,
         rotate_rows: int,
         rotate_seconds: float,
+        flush_s: float,
+        journal_dir: str | Path | None = None,
         max_buffered_rows: int = 1_000_000,
     ):
+        """``journal_dir``: a local folder (default: ``_journal`` under a local ``root``)."""
         self.fs, self.root, self.local = open_root(root)
+        if journal_dir is None:
+            if not self.local:
+                raise ValueError(f"inference log at {root}: a local journal folder is needed")
+            journal_dir = Path(self.root) / "_journal"
+        self.journal_dir = Path(journal_dir).expanduser().resolve()
         self.feature_names = tuple(feature_names)
         self.rotate_rows = rotate_rows
         self.rotate_seconds = rotate_seconds
+        self.flush_s = flush_s
         self.max_buffered_rows = max_buffered_rows
-        self._buffer = _Buffer()
+        self._buffer: list[Rows] = []
+        self._buffered = 0
+        self._segment: _Segment | None = None
+        #: Journals complete but not published yet (a failed publication is retried).
+        self._unpublished: list[tuple[_Segment, int]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._seq = itertools.count()
-        self._tag = f"{socket.gethostname()}-{os.getpid()}"
+        self._host = socket.gethostname()
+        self._tag = f"{self._host}-{os.getpid()}"
         self._m_rows = m.INFERENCE_LOG_ROWS.labels(model_name)
         self._m_errors = m.INFERENCE_LOG_WRITE_ERRORS.labels(model_name)
         self._m_dropped = m.INFERENCE_LOG_DROPPED.labels(model_name)
         self.fs.create_dir(self.root, recursive=True)
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.recovered = self.recover()
         self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------ intake
 
     def append(self, batch: ScoredBatch) -> None:
-        """Buffer a scored batch (as columns, see :class:`Rows`)."""
+        """Buffer a scored batch (as columns, see :class:`Rows`); the writer thread journals
+        it within ``flush_s``."""
         rows = Rows.of(batch, self.feature_names)
-        n = rows.n
         with self._lock:
             if self._closed:
                 raise RuntimeError("inference log is closed")
-            if not self._buffer.rows:
-                self._buffer.since = time.monotonic()
-            self._buffer.batches.append(rows)
-            self._buffer.rows += n
-            full = self._buffer.rows >= self.rotate_rows
-        if full:
-            self._wake.set()
+            self._buffer.append(rows)
+            self._buffered += rows.n
 
     @property
     def buffered_rows(self) -> int:
+        """Rows not in the journal yet."""
         with self._lock:
-            return self._buffer.rows
+            return self._buffered
 
-    # ------------------------------------------------------------------------------ output
-
-    def flush(self) -> int:
-        """Complete the file of everything buffered now; returns the rows written."""
-        with self._write_lock:
-            with self._lock:
-                taken, self._buffer = self._buffer, _Buffer()
-            if not taken.rows:
-                return 0
-            try:
-                for group in _row_groups(taken.batches[taken.written :]):
-                    self._write_group(taken, group)
-                self._commit(taken)
-            except OSError as e:
-                self._failed(taken, e)
-                self._put_back(taken)
-                return 0
-            self._m_rows.inc(taken.rows)
-            _release(taken.batches)
-            return taken.rows
-
-    def _put_back(self, taken: _Buffer) -> None:
+    @property
+    def pending_rows(self) -> int:
+        """Rows not in a published parquet file yet (buffered or journaled)."""
         with self._lock:
-            merged = _Buffer(taken.batches + self._buffer.batches,
-                             taken.rows + self._buffer.rows, taken.since)
-            while merged.rows > self.max_buffered_rows and len(merged.batches) > 1:
-                dropped = merged.batches.pop(0)
-                merged.rows -= dropped.n
-                self._m_dropped.inc(dropped.n)
-            self._buffer = merged
+            buffered = self._buffered
+        segment = self._segment
+        return (buffered + (segment.rows if segment else 0)
+                + sum(rows for _, rows in self._unpublished))
 
-    def _prepare(self) -> None:
-        """Write the row groups that are full already, so that a rotation only completes the
-        file: building and compressing a file's 50,000 rows at once took the event loop's GIL
-        and a core for long enough to show in the serving p99 (a 50-90 ms stall at each
-        rotation at 32 clients). A failure drops the partial file; the rows stay buffered."""
-        with self._write_lock:
-            with self._lock:
-                buffer = self._buffer  # only swapped under the write lock: stays ours
-                pending = buffer.batches[buffer.written :]
-            try:
-                for group in _row_groups(pending):
-                    if sum(b.n for b in group) < ROW_GROUP_ROWS:
-                        return
-                    self._write_group(buffer, group)
-            except OSError as e:
-                self._failed(buffer, e)
-
-    def _failed(self, buffer: _Buffer, error: OSError) -> None:
-        self._m_errors.inc()
-        log.error("writing inference log rows under %s failed (%d rows kept, retrying): %s",
-                  self.root, buffer.rows, error)
-        if buffer.writer is not None:
-            with contextlib.suppress(OSError):
-                buffer.writer.close()
-        if buffer.target:
-            with contextlib.suppress(OSError):
-                self.fs.delete_file(buffer.target)  # no partial file
-        buffer.writer, buffer.written, buffer.target, buffer.path = None, 0, "", ""
+    # ------------------------------------------------------------------------------ writing
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(timeout=min(PREPARE_EVERY_S, self.rotate_seconds))
-            self._wake.clear()
-            with self._lock:
-                closed = self._closed
-                rows, since = self._buffer.rows, self._buffer.since
-            if closed:
-                return
-            if rows >= self.rotate_rows or (
-                rows and time.monotonic() - since >= self.rotate_seconds
+        while not self._wake.wait(timeout=self.flush_s):
+            self._step(publish_now=False)
+        # close() sets the event and does the last step itself
+
+    def _step(self, *, publish_now: bool) -> int:
+        """Journal what is buffered; publish the segment when it is due (or ``publish_now``)
+        and any earlier one whose publication failed. Returns the rows published."""
+        with self._write_lock:
+            self._journal_buffered()
+            segment = self._segment
+            if segment is not None and segment.rows and (
+                publish_now
+                or segment.rows >= self.rotate_rows
+                or time.monotonic() - segment.opened >= self.rotate_seconds
             ):
-                self.flush()
-            else:
-                self._prepare()
+                segment.close()
+                self._unpublished.append((segment, segment.rows))
+                self._segment = None
+            published = 0
+            for entry in list(self._unpublished):
+                segment, rows = entry
+                try:
+                    self._publish(segment.journal, segment.target)
+                except (OSError, pa.ArrowException) as e:
+                    self._failed(f"publishing {rows} rows to {segment.target}", e)
+                    break
+                self._unpublished.remove(entry)
+                self._m_rows.inc(rows)
+                published += rows
+            return published
+
+    def _journal_buffered(self) -> None:
+        with self._lock:
+            taken, self._buffer = self._buffer, []
+            rows, self._buffered = self._buffered, 0
+        if not taken:
+            return
+        try:
+            table = self.table(taken)
+            segment = self._segment or self._open_segment(taken[0].logged_at_us)
+            if segment.writer is None:
+                segment.schema = table.schema
+                _OPEN_JOURNALS.add(segment.journal)
+                segment.sink = pa.OSFile(str(segment.journal), "wb")
+                segment.writer = ipc.new_stream(segment.sink, table.schema)
+            elif table.schema != segment.schema:
+                table = table.cast(segment.schema)
+            # One write() per batch message: in the operating system, not in this process.
+            segment.writer.write_table(table)
+            segment.rows += rows
+            self._segment = segment
+        except (OSError, pa.ArrowException) as e:
+            self._failed(f"journaling {rows} rows", e)
+            if self._segment is not None:  # what it holds is complete: publish that
+                self._segment.close()
+                if self._segment.rows:
+                    self._unpublished.append((self._segment, self._segment.rows))
+                self._segment = None
+            self._put_back(taken, rows)
+
+    def _open_segment(self, logged_at_us: int) -> _Segment:
+        first = datetime.fromtimestamp(logged_at_us / 1e6, tz=UTC)
+        day = f"date={first:%Y-%m-%d}"
+        name = f"part-{first:%Y%m%dT%H%M%S}-{self._tag}-{next(self._seq):06d}"
+        (self.journal_dir / day).mkdir(parents=True, exist_ok=True)
+        return _Segment(
+            journal=self.journal_dir / day / f"{name}{JOURNAL_SUFFIX}",
+            target=f"{self.root}/{day}/{name}.parquet",
+            opened=time.monotonic(),
+        )
+
+    def _put_back(self, taken: list[Rows], rows: int) -> None:
+        with self._lock:
+            self._buffer = taken + self._buffer
+            self._buffered += rows
+            while self._buffered > self.max_buffered_rows and len(self._buffer) > 1:
+                dropped = self._buffer.pop(0)
+                self._buffered -= dropped.n
+                self._m_dropped.inc(dropped.n)
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self._m_errors.inc()
+        log.error("inference log under %s: %s failed (rows kept, retrying): %s", self.root, what,
+                  error)
+
+    def _publish(self, journal: Path, target: str) -> int:
+        """Write a journal's rows as the parquet file ``target``, then delete the journal;
+        returns the rows."""
+        schema, batches = read_journal(journal)
+        rows = self._write_parquet(schema, batches, target)
+        journal.unlink()
+        return rows
+
+    def _write_parquet(self, schema: pa.Schema, batches: list[pa.RecordBatch],
+                       target: str) -> int:
+        """``batches`` as the parquet file ``target`` (atomically for a local root), in row
+        groups of at least :data:`ROW_GROUP_ROWS`; returns the rows."""
+        rows = sum(b.num_rows for b in batches)
+        if rows:
+            folder = target.rsplit("/", 1)[0]
+            self.fs.create_dir(folder, recursive=True)
+            name = target.rsplit("/", 1)[1]
+            path = f"{folder}/.{name.removesuffix('.parquet')}.{uuid.uuid4().hex[:8]}.tmp" \
+                if self.local else target
+            try:
+                with pq.ParquetWriter(path, schema, filesystem=self.fs) as writer:
+                    group: list[pa.RecordBatch] = []
+                    size = 0
+                    for batch in batches:
+                        group.append(batch)
+                        size += batch.num_rows
+                        if size >= ROW_GROUP_ROWS:
+                            writer.write_table(pa.Table.from_batches(group, schema))
+                            group, size = [], 0
+                            time.sleep(0)  # let the event loop have the GIL
+                    if group:
+                        writer.write_table(pa.Table.from_batches(group, schema))
+                if self.local:
+                    self.fs.move(path, target)
+            except BaseException:
+                if self.local:
+                    with contextlib.suppress(OSError):
+                        self.fs.delete_file(path)  # no partial file
+                raise
+            log.debug("wrote %d inference log rows to %s", rows, target)
+        return rows
+
+    def flush(self) -> int:
+        """Journal what is buffered and publish it now; returns the rows published."""
+        return self._step(publish_now=True)
 
     def close(self) -> int:
-        """Stop the writer thread and write what is buffered (graceful shutdown)."""
+        """Stop the writer thread and publish everything (graceful shutdown); returns the rows
+        published by this call."""
         with self._lock:
             if self._closed:
                 return 0
             self._closed = True
         self._wake.set()
         self._thread.join(timeout=30)
-        written = self.flush()
-        if self.buffered_rows:  # the last write failed: one more try
-            written += self.flush()
-        return written
+        published = self._step(publish_now=True)
+        if self.pending_rows:  # the last write failed: one more try
+            published += self._step(publish_now=True)
+        return published
+
+    # ----------------------------------------------------------------------------- recovery
+
+    def recover(self) -> int:
+        """Publish or set aside what crashed processes left (see the module docstring);
+        returns the rows recovered."""
+        recovered = 0
+        journals = {}
+        for path in sorted(self.journal_dir.glob(f"date=*/*{JOURNAL_SUFFIX}")):
+            name = path.name.removesuffix(JOURNAL_SUFFIX)
+            if path not in _OPEN_JOURNALS and self._abandoned(name):
+                journals[name] = path
+        if self.local:
+            for tmp in sorted(Path(self.root).glob("date=*/.part-*.tmp")):
+                match = _TMP.match(tmp.name)
+                if match is None or not self._abandoned(match.group("name")):
+                    continue
+                if match.group("name") in journals:
+                    tmp.unlink()  # a publication cut short: its journal still holds the rows
+                else:
+                    self._set_aside(tmp, Path(self.root), "an unfinished parquet file")
+        for name, path in journals.items():
+            target = f"{self.root}/{path.parent.name}/{name}.parquet"
+            if self.fs.get_file_info(target).type != pafs.FileType.NotFound:
+                path.unlink()  # published, then killed before the journal was deleted
+                continue
+            try:
+                schema, batches = read_journal(path)
+            except (pa.ArrowInvalid, OSError) as e:
+                self._set_aside(path, self.journal_dir, f"an unreadable journal ({e})")
+                continue
+            try:
+                rows = self._write_parquet(schema, batches, target)
+            except (OSError, pa.ArrowException) as e:  # left for the next start
+                self._failed(f"recovering {path} into {target}", e)
+                continue
+            path.unlink()
+            recovered += rows
+            self._m_rows.inc(rows)
+            log.warning("recovered %d inference log rows a stopped process left in %s into %s",
+                        rows, path, target)
+        return recovered
+
+    def _abandoned(self, name: str) -> bool:
+        owner = _owner(name)
+        if owner is None:
+            return False
+        host, pid = owner
+        return host == self._host and (pid == os.getpid() or not _alive(pid))
+
+    def _set_aside(self, path: Path, base: Path, what: str) -> None:
+        aside = base / ASIDE
+        aside.mkdir(parents=True, exist_ok=True)
+        destination = aside / f"{path.parent.name}-{path.name.lstrip('.')}"
+        path.rename(destination)
+        log.warning("inference log: set aside %s a stopped process left: %s", what, destination)
 
     # ----------------------------------------------------------------------------- files
 
@@ -337,31 +520,3 @@ class InferenceLog:
             [b.logged_at_us for b in batches], pa.timestamp("us", tz="UTC")
         )
         return pa.table(columns)
-
-    def _write_group(self, buffer: _Buffer, group: list[Rows]) -> None:
-        """Append one row group to the buffer's file (opened with the first group), then
-        yield the GIL."""
-        table = self.table(group)
-        if buffer.writer is None:
-            first = datetime.fromtimestamp(buffer.batches[0].logged_at_us / 1e6, tz=UTC)
-            folder = f"{self.root}/date={first:%Y-%m-%d}"
-            name = f"part-{first:%Y%m%dT%H%M%S}-{self._tag}-{next(self._seq):06d}.parquet"
-            self.fs.create_dir(folder, recursive=True)
-            buffer.path = f"{folder}/{name}"
-            buffer.target = (
-                f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp" if self.local else buffer.path
-            )
-            buffer.writer = pq.ParquetWriter(buffer.target, table.schema, filesystem=self.fs)
-        buffer.writer.write_table(table)
-        with self._lock:
-            buffer.written += len(group)
-        time.sleep(0)
-
-    def _commit(self, buffer: _Buffer) -> None:
-        if buffer.writer is None:
-            return
-        buffer.writer.close()
-        buffer.writer = None
-        if self.local:
-            self.fs.move(buffer.target, buffer.path)
-        log.debug("wrote %d inference log rows to %s", buffer.rows, buffer.path)

@@ -25,8 +25,10 @@ import orjson
 import redis
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
+from prometheus_client import Counter
 
-from inference.batching import MicroBatcher
+from feature_store.online import HistoryLimits
+from inference.batching import MicroBatcher, Overloaded
 from inference.log import InferenceLog
 from inference.online import serving_histories
 from inference.schema import (
@@ -71,8 +73,18 @@ class ServingOptions:
     limits: Limits
     #: After an online-store failure, score with defaults this long before asking again.
     retry_after_s: float
-    #: Transactions per model call.
+    #: Transactions per model call, and of one customer per model call.
     max_batch: int
+    max_batch_per_customer: int
+    #: Admission: transactions queued in all, and of one customer; Retry-After when shed.
+    max_queued_transactions: int
+    max_queued_per_customer: int
+    shed_retry_after_s: int
+    #: The bound of one entity's online history and of one append call.
+    history: HistoryLimits
+    #: The inference log's journal: its folder and flush interval.
+    log_journal_dir: str
+    log_flush_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings, *, version: int | None = None) -> ServingOptions:
@@ -94,6 +106,13 @@ class ServingOptions:
             ),
             retry_after_s=serving.retry_after_s,
             max_batch=serving.max_batch,
+            max_batch_per_customer=serving.max_batch_per_customer,
+            max_queued_transactions=serving.max_queued_transactions,
+            max_queued_per_customer=serving.max_queued_per_customer,
+            shed_retry_after_s=serving.shed_retry_after_s,
+            history=HistoryLimits.from_settings(store),
+            log_journal_dir=settings.inference_journal_dir,
+            log_flush_s=serving.log_flush_s,
         )
 
 
@@ -136,6 +155,7 @@ class FraudModel(Model):
         self.client: redis.Redis | None = None
         self.append_client: redis.Redis | None = None
         self.appender: Appender | None = None
+        self._m_shed: dict[str, Counter] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._stopped = False
@@ -156,13 +176,16 @@ class FraudModel(Model):
         self.card = card = loaded.card
         log.info("loaded %s (sha256 %s, threshold %.4g, feature service %s)",
                  card.label, card.sha256[:12], card.threshold, card.feature_service)
-        self.client, histories = serving_histories(o.redis_url, o.redis_timeout_s, o.project)
+        self.client, histories = serving_histories(
+            o.redis_url, o.redis_timeout_s, o.project, o.history
+        )
         # Appends run off the response path: their own connection and a looser timeout.
         self.append_client, append_histories = serving_histories(
-            o.redis_url, o.append_timeout_s, o.project
+            o.redis_url, o.append_timeout_s, o.project, o.history
         )
         self.appender = Appender(
-            append_histories, model_name=card.name, retry_after_s=o.retry_after_s
+            append_histories, model_name=card.name, retry_after_s=o.retry_after_s,
+            history_bound=o.history.max_entries,
         )
         self.inference_log = InferenceLog(
             o.log_root,
@@ -170,6 +193,8 @@ class FraudModel(Model):
             model_name=card.name,
             rotate_rows=o.log_rotate_rows,
             rotate_seconds=o.log_rotate_seconds,
+            flush_s=o.log_flush_s,
+            journal_dir=o.log_journal_dir,
         )
         self.scorer = Scorer(
             loaded,
@@ -177,8 +202,19 @@ class FraudModel(Model):
             appender=self.appender,
             retry_after_s=o.retry_after_s,
             sink=self.inference_log.append,
+            history_bound=o.history.max_entries,
         )
-        self.batcher = MicroBatcher(self.scorer, max_batch=o.max_batch)
+        self.batcher = MicroBatcher(
+            self.scorer,
+            max_batch=o.max_batch,
+            max_batch_per_customer=o.max_batch_per_customer,
+            max_queued=o.max_queued_transactions,
+            max_queued_per_customer=o.max_queued_per_customer,
+            retry_after_s=o.shed_retry_after_s,
+        )
+        batcher = self.batcher
+        m.QUEUED.labels(card.name).set_function(lambda: batcher.queued)
+        self._m_shed = {r: m.SHED.labels(card.name, r) for r in m.SHED_REASONS}
         m.MODEL_INFO.labels(card.name, str(card.version), card.feature_service).set(1)
         self._watcher = threading.Thread(target=self._wait_for_store, name="store-watch",
                                          daemon=True)
@@ -284,8 +320,22 @@ class FraudModel(Model):
         if self.batcher is None:
             raise RuntimeError("FraudModel.predict before load()")
         request_id = _request_id(headers, payload.request_id)
-        results = await self.batcher.submit(payload.transactions, request_id)
+        try:
+            results = await self.batcher.submit(payload.transactions, request_id)
+        except Overloaded as e:
+            self._m_shed[e.reason].inc()
+            raise
         return ScoredRequest(payload, request_id, results)
+
+    def shed_if_full(self) -> None:
+        """:class:`Overloaded` when no request can be admitted now: checked before a body is
+        parsed, so that shedding costs little."""
+        if self.batcher is not None:
+            try:
+                self.batcher.shed_if_full()
+            except Overloaded as e:
+                self._m_shed[e.reason].inc()
+                raise
 
     async def postprocess(
         self,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import redis
 
-from feature_store.online import RedisHistories, redis_client
+from feature_store.online import HistoryLimits, RedisHistories, redis_client
 
 
 def serving_histories(
-    url: str, timeout_s: float, project: str
+    url: str, timeout_s: float, project: str, limits: HistoryLimits
 ) -> tuple[redis.Redis, RedisHistories]:
     client = redis_client(url, timeout_s, serving=True)
-    return client, RedisHistories(client, project)
+    return client, RedisHistories(client, project, limits=limits)

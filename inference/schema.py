@@ -9,7 +9,8 @@ REQUEST_COLUMNS`), in any letter case:
     than ``max_future_skew_s`` ahead of the server clock. Feature windows end at this instant,
     so replays of historical transactions are scored as they would have been.
 ``CUSTOMER_ID``, ``TERMINAL_ID``
-    string or integer, 1..128 characters, no control characters.
+    string or integer, 1..128 characters, no control characters, kept exactly as sent: leading
+    or trailing whitespace is refused (``" 42 "`` is not customer ``42``).
 ``TX_AMOUNT``
     finite number, ``0 <= amount <= 1e9``.
 ``TRANSACTION_ID`` (optional)
@@ -20,8 +21,10 @@ REQUEST_COLUMNS`), in any letter case:
 Both protocols build their transactions with the one :func:`build_transaction`: V1 from each
 instance, V2 from each row of its tensors.
 
-Every problem raises :class:`RequestError` (an ``InvalidInput``, so HTTP 400 on any KServe
-route) whose message names the offending field, e.g. ``instances[2].TX_AMOUNT: must be >= 0``.
+Bodies are parsed by :func:`load_json`, which refuses a JSON object that repeats a key (orjson
+would keep the last value silently). Every problem raises :class:`RequestError` (an
+``InvalidInput``, so HTTP 400 on any KServe route) whose message names the offending field,
+e.g. ``instances[2].TX_AMOUNT: must be >= 0``.
 Nothing here touches the network or the model: these are plain functions over decoded JSON.
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import struct
 import uuid
@@ -151,11 +155,66 @@ def parse_identifier(value: object, field: str) -> str:
     text = value.strip()
     if not text:
         raise RequestError("must not be empty", field=field)
-    if len(text) > MAX_ID_LENGTH:
+    if len(text) != len(value):
+        # Kept exactly as sent, or refused: " 42 " is not silently customer "42".
+        raise RequestError("must not have leading or trailing whitespace", field=field)
+    if len(value) > MAX_ID_LENGTH:
         raise RequestError(f"must be at most {MAX_ID_LENGTH} characters", field=field)
-    if not text.isprintable():
+    if not value.isprintable():
         raise RequestError("must not contain control characters", field=field)
-    return text
+    return value
+
+
+def load_json(body: bytes) -> Any:
+    """``body`` parsed by orjson, refused (400) when invalid or when a JSON object in it repeats
+    a key: orjson would keep the last value silently (``"TX_AMOUNT": 1, "TX_AMOUNT": 999999``
+    scored as 999999).
+
+    The check costs almost nothing on the hot path: every key and every string of the parsed
+    document is delimited by two ``"`` in the body, and a repeated key adds two more, so the
+    body can repeat a key only if it holds more ``"`` than twice the keys and strings parsed
+    (escaped quotes inside strings also add some). Only then is the body parsed a second time,
+    by the standard library with a hook that names the repeated key.
+    """
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise RequestError(f"body is not valid JSON: {e}") from e
+    if body.count(b'"') != 2 * _keys_and_strings(value):
+        _refuse_repeated_keys(body)
+    return value
+
+
+def _keys_and_strings(value: object) -> int:
+    """Keys and string values in a parsed JSON document (iterative: orjson accepts nesting
+    deeper than Python's recursion limit)."""
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            count += 1
+        elif kind is dict:
+            count += len(item)  # type: ignore[arg-type]
+            stack.extend(item.values())  # type: ignore[attr-defined]
+        elif kind is list:
+            stack.extend(item)  # type: ignore[arg-type]
+    return count
+
+
+def _refuse_repeated_keys(body: bytes) -> None:
+    def pairs(items: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise RequestError(f"key {_show(key)} appears twice in one JSON object")
+            seen.add(key)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError as e:
+        raise RequestError("body is nested too deeply") from e
 
 
 def parse_amount(value: object, field: str = c.TX_AMOUNT) -> float:
@@ -391,10 +450,7 @@ def decode_v2(
             f"Inference-Header-Content-Length {json_length} does not fit a {len(body)}-byte body"
         )
     header_bytes = body if json_length is None else body[:json_length]
-    try:
-        header = orjson.loads(header_bytes)
-    except orjson.JSONDecodeError as e:
-        raise RequestError(f"body is not valid JSON: {e}") from e
+    header = load_json(header_bytes)
     if not isinstance(header, dict):
         raise RequestError(f'body must be a JSON object with "inputs", got {_kind(header)}')
     allowed = {"id", "parameters", "inputs", "outputs"}

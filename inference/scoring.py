@@ -24,6 +24,11 @@ For a batch, :meth:`Scorer.score`:
    sees them (near-real-time features);
 6. hands the scored batch (inputs, features, scores) to the inference log.
 
+**Bounded work per card.** A customer's history as features see it — stored, plus the
+overlay, plus earlier transactions of the batch — holds at most ``history_bound`` entries, the
+newest (:mod:`feature_store.online.limits`, the online store's own bound), so the work of one
+transaction does not grow with how busy its card is, nor with how far appends lag behind.
+
 **Degradation.** When the read fails (connection refused or reset, no answer within the Redis
 timeout, an error reply or an undecodable value), the batch is scored with the documented
 default features: every history empty — the features of a customer and a terminal without
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -50,7 +56,8 @@ import numpy as np
 import redis
 from google.protobuf.message import DecodeError
 
-from feature_store.online import OnlineRead
+from feature_store.online import HistoryLimits, OnlineRead
+from feature_store.online.limits import newest
 from feature_store.transforms import (
     DEFAULT_SPEC,
     CustomerHistory,
@@ -131,17 +138,17 @@ def without_transaction(history: CustomerHistory, transaction_id: str) -> Custom
 
 
 def histories_before(
-    requests: Sequence[OnlineRequest], stored: Sequence[CustomerHistory]
+    requests: Sequence[OnlineRequest], stored: Sequence[CustomerHistory], max_entries: int
 ) -> list[CustomerHistory]:
     """Each request's customer history as of just before it, for requests in event order:
     the stored history, plus the customer's earlier requests of the same batch, minus the
-    request itself."""
+    request itself; at most ``max_entries`` entries, the newest (what the store keeps)."""
     counts = collections.Counter(r.customer_id for r in requests)
     local: dict[str, CustomerHistory] = {}
     out: list[CustomerHistory] = []
     for request, history in zip(requests, stored, strict=True):
         base = local.get(request.customer_id, history)
-        before = without_transaction(base, request.transaction_id)
+        before = newest(without_transaction(base, request.transaction_id), max_entries)
         out.append(before)
         if counts[request.customer_id] > 1:
             local[request.customer_id] = before.append(
@@ -184,14 +191,18 @@ class Appender:
     response path.
 
     The scorer submits each scored batch; a thread of its own (own Redis connection) appends
-    queued batches — several queued batches in one call — with ``RedisHistories.append``
-    (atomic per customer). Until a transaction is confirmed in Redis it stays
-    in an in-process overlay that the scorer merges into what it reads, so the next
-    transaction of a customer sees it even if it arrives before the append completed
-    (read-your-writes within the process). On failure (Redis down, slow or erroring) the
-    batches stay queued and are retried every ``retry_after_s``; beyond ``max_pending``
-    transactions the oldest are given up (counted). :meth:`close` drains the queue on
-    graceful shutdown.
+    what is queued in bundles of at most ``max_bundle`` transactions — several queued batches
+    in one call, a large one split — with ``RedisHistories.append`` (atomic per customer,
+    idempotent). Until a transaction is confirmed in Redis it stays in an in-process overlay
+    that the scorer merges into what it reads, so the next transaction of a customer sees it
+    even if it arrives before the append completed (read-your-writes within the process).
+
+    On failure (Redis down, slow, erroring or busy) the bundle stays queued, first, and is
+    retried every ``retry_after_s``; bundles appended before it stay confirmed. A bundle, and
+    each script call inside it, is bounded, so a retry takes as long as the first attempt:
+    a backlog never grows into a call that cannot finish within the timeout. Beyond
+    ``max_pending`` transactions the oldest are given up (counted). :meth:`close` drains the
+    queue on graceful shutdown and says which transactions, if any, are not in the store.
     """
 
     def __init__(
@@ -201,15 +212,21 @@ class Appender:
         model_name: str,
         retry_after_s: float,
         max_pending: int = 100_000,
+        max_bundle: int = 1_024,
+        history_bound: int | None = None,
         threaded: bool = True,
         coalesce_s: float = 0.002,
     ):
         """``coalesce_s``: after the first queued batch, wait this long for more, so that
-        one append (one compare-and-set per customer) covers several batches."""
+        one append (one compare-and-set per customer) covers several batches.
+        ``history_bound``: the most unconfirmed transactions of one customer
+        :meth:`pending_events` hands out (the newest; a history keeps no more)."""
         self.histories = histories
         self.retry_after_s = retry_after_s
         self.coalesce_s = coalesce_s
         self.max_pending = max_pending
+        self.max_bundle = max_bundle
+        self.history_bound = history_bound or HistoryLimits().max_entries
         self._jobs: collections.deque[tuple[list[OnlineRequest], OnlineRead | None]] = (
             collections.deque()
         )
@@ -243,15 +260,19 @@ class Appender:
         self._wake.set()
 
     def pending_events(self, customer_ids: set[str]) -> dict[str, list[tuple[int, float, str]]]:
-        """Submitted but unconfirmed transactions of these customers, in submission order."""
+        """Submitted but unconfirmed transactions of these customers, in submission order: the
+        newest ``history_bound`` of each (however long the backlog of a busy card)."""
         with self._lock:
             if not self._pending:
                 return {}
-            return {
-                cid: [(t, a, tid) for tid, (t, a) in self._pending[cid].items()]
-                for cid in customer_ids
-                if cid in self._pending
-            }
+            out = {}
+            for cid in customer_ids:
+                events = self._pending.get(cid)
+                if events is None:
+                    continue
+                newest_first = itertools.islice(reversed(events.items()), self.history_bound)
+                out[cid] = [(t, a, tid) for tid, (t, a) in newest_first][::-1]
+            return out
 
     @property
     def pending(self) -> int:
@@ -269,30 +290,43 @@ class Appender:
 
     # ------------------------------------------------------------------ appending side
 
+    def _take(self) -> tuple[list[OnlineRequest], OnlineRead | None]:
+        """The next bundle: queued batches up to ``max_bundle`` transactions (the first one
+        split if larger); caller holds the lock."""
+        if not self._jobs:
+            return [], None
+        requests, read = self._jobs.popleft()
+        if len(requests) > self.max_bundle:
+            self._jobs.appendleft((requests[self.max_bundle :], None))
+            return requests[: self.max_bundle], read
+        bundle = list(requests)
+        while self._jobs and len(bundle) + len(self._jobs[0][0]) <= self.max_bundle:
+            bundle += self._jobs.popleft()[0]
+            read = None  # several batches: no single read covers them all
+        return bundle, read
+
     def drain(self) -> bool:
-        """Append everything queued, in the calling thread; False if the store failed."""
+        """Append everything queued, a bundle at a time, in the calling thread; False at the
+        first failure (the failed bundle stays queued, first; those before it are confirmed)."""
         with self._busy:
-            with self._lock:
-                jobs = list(self._jobs)
-                self._jobs.clear()
-            if not jobs:
-                return True
-            if len(jobs) == 1:
-                requests, read = jobs[0]
-            else:  # several batches: one append (no single read covers them all)
-                requests, read = [r for job, _ in jobs for r in job], None
-            try:
-                self.histories.append(requests, read)
-            except _STORE_ERRORS as e:
-                self._m_failed.inc(len(requests))
-                log.warning("appending %d transactions to customer histories failed "
-                            "(retrying in %.1f s): %s", len(requests), self.retry_after_s, e)
+            while True:
                 with self._lock:
-                    self._jobs.extendleft(reversed([(requests, None)]))
-                return False
-            with self._lock:
-                self._forget(requests)
-            return True
+                    bundle, read = self._take()
+                if not bundle:
+                    return True
+                try:
+                    self.histories.append(bundle, read)
+                except _STORE_ERRORS as e:
+                    self._m_failed.inc(len(bundle))
+                    with self._lock:
+                        self._jobs.appendleft((bundle, None))
+                        queued = self._pending_count
+                    log.warning("appending %d transactions to customer histories failed "
+                                "(%d queued, retrying in %.1f s): %s", len(bundle), queued,
+                                self.retry_after_s, e)
+                    return False
+                with self._lock:
+                    self._forget(bundle)
 
     def _run(self) -> None:
         while not self._closed.is_set():
@@ -306,7 +340,11 @@ class Appender:
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Stop the thread and append what is left (graceful shutdown); returns the
-        transactions that could not be appended."""
+        transactions that are not in the online store.
+
+        What could not be confirmed by then is looked up in the store: an append whose reply
+        timed out may have been written all the same (Redis finishes a script it started), and
+        the log says which is which."""
         self._closed.set()
         self._wake.set()
         if self._thread is not None:
@@ -315,25 +353,58 @@ class Appender:
         while self._jobs and time.monotonic() < deadline:
             if not self.drain():
                 time.sleep(min(self.retry_after_s, max(0.0, deadline - time.monotonic())))
-        left = self.pending
-        if left:
-            log.error("%d scored transactions were not appended to the online store", left)
-        return left
+        with self._lock:
+            unconfirmed = {cid: dict(events) for cid, events in self._pending.items()}
+        left = sum(len(events) for events in unconfirmed.values())
+        if not left:
+            return 0
+        try:
+            found = self._look_up(unconfirmed)
+        except _STORE_ERRORS as e:
+            log.error("%d scored transactions could not be confirmed as appended to the online "
+                      "store, which did not answer (%s); those sent before it stopped "
+                      "answering may be there", left, e)
+            return left
+        if found:
+            log.warning("%d scored transactions whose appends timed out are in the online "
+                        "store all the same", found)
+        if left - found:
+            log.error("%d scored transactions are not in the online store: their appends "
+                      "failed", left - found)
+        return left - found
+
+    def _look_up(self, unconfirmed: dict[str, dict[str, tuple[int, float]]]) -> int:
+        """How many of these unconfirmed transactions the store holds (read at each customer's
+        newest unconfirmed time, so that a history is judged fresh)."""
+        customers = list(unconfirmed)
+        found = 0
+        for start in range(0, len(customers), self.max_bundle):
+            part = customers[start : start + self.max_bundle]
+            requests = [
+                OnlineRequest("", max(t for t, _ in unconfirmed[cid].values()), cid, "", 0.0)
+                for cid in part
+            ]
+            read = self.histories.read(requests)
+            for cid, history in zip(part, read.customers, strict=True):
+                held = set(history.transaction_id)
+                found += sum(tid in held for tid in unconfirmed[cid])
+        return found
 
 
 def with_events(
-    history: CustomerHistory, events: list[tuple[int, float, str]]
+    history: CustomerHistory, events: list[tuple[int, float, str]], max_entries: int
 ) -> CustomerHistory:
-    """``history`` plus the events whose ids it does not hold yet."""
+    """``history`` plus the events whose ids it does not hold yet; at most ``max_entries``
+    entries, the newest."""
     known = set(history.transaction_id)
     new = [e for e in events if e[2] not in known]
     if not new:
-        return history
-    return CustomerHistory(
+        return newest(history, max_entries)
+    return newest(CustomerHistory(
         np.concatenate([history.time_us, np.array([e[0] for e in new], np.int64)]),
         np.concatenate([history.amount, np.array([e[1] for e in new], np.float64)]),
         [*history.transaction_id, *(e[2] for e in new)],
-    )
+    ), max_entries)
 
 
 class Scorer:
@@ -353,7 +424,10 @@ class Scorer:
         retry_after_s: float,
         sink: Callable[[ScoredBatch], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        history_bound: int | None = None,
     ):
+        """``history_bound``: entries of a customer's history features see, the newest
+        (default: the online store's default bound, ``redis.history_max_entries``)."""
         card = model.card
         missing = [n for n in card.feature_names if n not in spec.features]
         if missing:
@@ -364,8 +438,10 @@ class Scorer:
         self.booster: lightgbm.Booster = model.booster
         self.card = card
         self.histories = histories
+        self.history_bound = history_bound or HistoryLimits().max_entries
         self.appender = appender or Appender(
-            histories, model_name=card.name, retry_after_s=retry_after_s, threaded=False
+            histories, model_name=card.name, retry_after_s=retry_after_s, threaded=False,
+            history_bound=self.history_bound,
         )
         self._inline_appends = appender is None
         self.spec = spec
@@ -474,14 +550,16 @@ class Scorer:
             c_fresh = [DEFAULT] * n
             t_fresh = [DEFAULT] * n
         else:
-            stored, terminals = list(read.customers), read.terminals
+            bound = self.history_bound
+            stored = [newest(h, bound) for h in read.customers]
+            terminals = read.terminals
             c_fresh = [str(s) for s in read.customer_status]
             t_fresh = [str(s) for s in read.terminal_status]
             for k, r in enumerate(requests):
                 events = prepared.unconfirmed.get(r.customer_id)
                 if events:
-                    stored[k] = with_events(stored[k], events)
-        customers = histories_before(requests, stored)
+                    stored[k] = with_events(stored[k], events, bound)
+        customers = histories_before(requests, stored, self.history_bound)
         features = online_features(requests, customers, terminals, self.spec)
         matrix = np.column_stack(
             [np.asarray(features[name], dtype=np.float64) for name in self.card.feature_names]

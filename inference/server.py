@@ -19,7 +19,8 @@ Process setup happens here, before KServe, Feast and LightGBM are imported
   switches every later-imported client into multiprocess mode (a file per value) in a
   temporary folder.
 
-Then uvloop, and the garbage collector tuned once the model is loaded
+Then uvloop, uvicorn's httptools protocol with a header and an idle timeout
+(:mod:`inference.connections`), and the garbage collector tuned once the model is loaded
 (:func:`vigil.process.tune_garbage_collector`). SIGTERM/SIGINT stop it gracefully: uvicorn
 stops accepting connections, lets in-flight requests finish (``serving.grace_period_s``), then
 the app's lifespan stops the model — near-real-time appends finished, the inference log
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 
 #: The event loop hands the GIL over within 0.5 ms instead of Python's default 5 ms.
 SWITCH_INTERVAL_S: Final = 0.0005
-#: Keep-alive of idle client connections; longer than the idle timeout of the proxies in front
-#: (Istio/Envoy), as KServe's server does, so that a proxy never reuses a closed connection.
-KEEP_ALIVE_S: Final = 65
 _MULTIPROC_VARS: Final = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 
 
@@ -70,6 +68,7 @@ def serve(settings: Settings, *, version: int | None = None) -> None:
     import uvicorn
 
     from inference.app import TOKEN_ENV, create_app, stop_models
+    from inference.connections import guarded_protocol
     from inference.model import FraudModel, ServingOptions
     from vigil.process import tune_garbage_collector
     from vigil.registry import Registry
@@ -86,12 +85,12 @@ def serve(settings: Settings, *, version: int | None = None) -> None:
         host=serving.host,
         port=serving.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(serving.header_timeout_s),
         ws="none",
         lifespan="on",
         log_config=None,  # the CLI configured logging
         access_log=serving.access_log,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_keep_alive=serving.idle_timeout_s,
         timeout_graceful_shutdown=serving.grace_period_s,
     )
     server = uvicorn.Server(config)

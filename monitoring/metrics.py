@@ -4,7 +4,8 @@ Conventions (docs/DESIGN.md, principle 5): names start with ``vigil_serving_``, 
 (``_seconds``, ``_total``), and only low-cardinality labels: ``model_name`` (a served model or
 ``unknown``), ``model_version``, ``outcome`` (:data:`OUTCOMES`), ``status_code``, ``protocol``
 (``v1``/``v2``), ``entity`` (``customer``/``terminal``), ``status`` (online-store status) and
-``reason`` (:data:`DEGRADED_REASONS`). Request ids, customer ids or raw paths never become labels.
+``reason`` (:data:`DEGRADED_REASONS`, :data:`SHED_REASONS`). Request ids, customer ids or raw
+paths never become labels.
 
 A server is one process (scale-out is replicas, each scraped on its own): values live in its
 memory and :func:`exposition` renders them. The server imports prometheus_client before Feast,
@@ -34,10 +35,13 @@ OUTCOMES: Final = (
     "not_found",  # 404: unknown model or version
     "not_ready",  # 503: model or online store not reachable yet
     "too_large",  # 413: body over the limit
+    "shed",  # 429: the queue, or a customer's share of it, is full (load shedding)
     "error",  # 5xx: a bug
 )
 #: Why a transaction was scored with default features.
 DEGRADED_REASONS: Final = ("timeout", "unreachable", "error", "backoff")
+#: Why a request was shed: the queue is full, or its customer's share of it.
+SHED_REASONS: Final = ("queue", "customer")
 UNKNOWN_MODEL: Final = "unknown"
 NO_VERSION: Final = "none"
 
@@ -102,6 +106,18 @@ MISSING_FEATURES = Counter(
     "Transactions whose customer or terminal history was absent (NOT_FOUND) or too old "
     "(OUTSIDE_MAX_AGE) in the online store; their features use the defaults.",
     ["model_name", "entity", "status"],
+)
+SHED = Counter(
+    "vigil_serving_shed_requests_total",
+    "Scoring requests refused with 429 and Retry-After before being scored: the queue of "
+    "admitted transactions was full (reason queue), or the request's customer's share of it "
+    "(reason customer: a card sending faster than it is scored).",
+    ["model_name", "reason"],
+)
+QUEUED = Gauge(
+    "vigil_serving_queued_transactions",
+    "Transactions admitted and not yet scored.",
+    ["model_name"],
 )
 FEATURE_UPDATE_FAILURES = Counter(
     "vigil_serving_feature_update_failures_total",

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -66,6 +73,22 @@ class RedisSettings(StrictModel):
     timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
     #: Socket timeout of the near-real-time appends (off the response path).
     append_timeout_ms: float = Field(default=1_000.0, gt=0, le=60_000)
+    #: Most entries one entity's online history keeps, the newest: a customer's transactions,
+    #: a terminal's labels. Bounds the work of every read and append of one entity, however
+    #: busy (a card-testing attack); an entity with more in its windows' horizon has features
+    #: over these only (README, "Bounded work per card").
+    history_max_entries: int = Field(default=1_000, ge=16, le=100_000)
+    #: Transactions per call of the in-Redis append script (larger backlogs are split): with
+    #: the history bound, how long one call can hold Redis.
+    append_max_events: int = Field(default=32, ge=1, le=1_000)
+
+    @field_validator("append_max_events")
+    @classmethod
+    def _events_within_history(cls, value: int, info: ValidationInfo) -> int:
+        bound = info.data.get("history_max_entries")
+        if bound is not None and value > bound:
+            raise ValueError(f"must not exceed history_max_entries ({bound})")
+        return value
 
 
 class RegistrySettings(StrictModel):
@@ -92,8 +115,27 @@ class ServingSettings(StrictModel):
     max_instances: int = Field(default=1_000, ge=1, le=100_000)
     #: How far a TX_DATETIME may be ahead of the server clock.
     max_future_skew_s: float = Field(default=300.0, ge=0)
-    #: Transactions per model call (concurrent requests are scored together up to this).
+    #: Transactions per model call (concurrent requests are scored together up to this; a
+    #: larger request is scored a slice per call, other requests' in between).
     max_batch: int = Field(default=256, ge=1, le=100_000)
+    #: Transactions of one customer per model call: a hot card's backlog is scored a slice
+    #: per call, so it cannot make other cards' calls slow.
+    max_batch_per_customer: int = Field(default=16, ge=1, le=100_000)
+    #: Transactions admitted and not yet scored. A request that would go beyond gets 429 with
+    #: Retry-After (one request always fits an empty queue).
+    max_queued_transactions: int = Field(default=2_048, ge=1, le=1_000_000)
+    #: Transactions of one customer admitted and not yet scored; beyond, 429: a card sending
+    #: faster than it is scored is shed, other cards are not.
+    max_queued_per_customer: int = Field(default=64, ge=1, le=1_000_000)
+    #: Retry-After (seconds) of a request shed with 429.
+    shed_retry_after_s: int = Field(default=1, ge=1, le=3_600)
+    #: A connection must send a request's headers within this many seconds of its first byte
+    #: (a client sending half a header is cut off).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: Idle connections (none sent yet, or between requests) are closed after this many
+    #: seconds; longer than the idle timeout of the proxies in front (Istio/Envoy: 60 s), as
+    #: KServe's server does, so that a proxy never reuses a connection closed under it.
+    idle_timeout_s: int = Field(default=65, ge=1, le=3_600)
     #: After an online-store failure, score with default features this long before retrying.
     retry_after_s: float = Field(default=0.5, gt=0, le=60)
     #: Inference log folder or object-storage URI (s3://..., gs://...); default:
@@ -102,6 +144,12 @@ class ServingSettings(StrictModel):
     #: Inference log rotation: a new parquet file after this many rows or seconds.
     log_rotate_rows: int = Field(default=50_000, ge=1)
     log_rotate_seconds: float = Field(default=300.0, gt=0)
+    #: Scored rows reach the inference log's journal at least this often: a killed process
+    #: loses at most the rows of its last this-many seconds (README, "Inference log").
+    log_flush_s: float = Field(default=0.5, gt=0, le=60)
+    #: Local folder of the inference log's journal; default: ``_journal`` under a local
+    #: ``log_root``, ``<home>/inference_journal/<model>`` for an object-storage one.
+    log_journal_dir: str | None = None
     #: One log line per HTTP request (the inference log records every scored transaction).
     access_log: bool = False
     #: Seconds in-flight requests get to finish on SIGTERM.
@@ -261,6 +309,16 @@ class Settings(BaseSettings):
     def inference_log_root(self) -> str:
         name = self.registry.model_name
         return self.serving.log_root or str((self.home / "inference_log" / name).resolve())
+
+    @property
+    def inference_journal_dir(self) -> str:
+        """The inference log's local journal (see ``serving.log_journal_dir``)."""
+        if self.serving.log_journal_dir:
+            return str(Path(self.serving.log_journal_dir).expanduser().resolve())
+        root = self.inference_log_root
+        if "://" in root and not root.startswith("file://"):
+            return str((self.home / "inference_journal" / self.registry.model_name).resolve())
+        return str(Path(root.removeprefix("file://")).expanduser().resolve() / "_journal")
 
     @classmethod
     def settings_customise_sources(

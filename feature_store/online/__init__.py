@@ -6,6 +6,8 @@ One concept per module:
   :class:`OnlineRead` result and the freshness :class:`Status` of each history;
 * :mod:`~feature_store.online.codec` — Feast's Redis layout: entity keys, field names,
   ``ValueProto`` values, ``_ts:<view>`` timestamps;
+* :mod:`~feature_store.online.limits` — the bound on one entity's history and on one append
+  call (:class:`HistoryLimits`);
 * :mod:`~feature_store.online.merge` — the rule of what an append keeps;
 * :mod:`~feature_store.online.scripts` and ``lua/`` — the Lua scripts run inside Redis (append,
   compare-and-set, snapshot loads), package files read once;
@@ -22,16 +24,19 @@ from __future__ import annotations
 from feature_store.online.connection import redis_client, redis_reachable
 from feature_store.online.feast_histories import FeastHistories
 from feature_store.online.history_store import HistoryStore, OnlineRead, Status
-from feature_store.online.merge import HISTORY_SLACK_US, merge_customer
+from feature_store.online.limits import HistoryLimits
+from feature_store.online.merge import HISTORY_SLACK_US, append_events, merge_customer
 from feature_store.online.redis_histories import RedisHistories
 
 __all__ = [
     "HISTORY_SLACK_US",
     "FeastHistories",
+    "HistoryLimits",
     "HistoryStore",
     "OnlineRead",
     "RedisHistories",
     "Status",
+    "append_events",
     "merge_customer",
     "redis_client",
     "redis_reachable",

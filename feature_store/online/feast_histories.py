@@ -18,7 +18,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feature_store import names as n
 from feature_store.online.codec import entity_key
 from feature_store.online.history_store import OnlineRead, Status, status
-from feature_store.online.merge import merge_customer
+from feature_store.online.limits import HistoryLimits, newest, newest_labels, newest_rows
+from feature_store.online.merge import append_events
 from feature_store.transforms import (
     DEFAULT_SPEC,
     CustomerHistory,
@@ -36,9 +37,13 @@ class FeastHistories:
     against.
     """
 
-    def __init__(self, store: FeatureStore, spec: FeatureSpec = DEFAULT_SPEC):
+    def __init__(
+        self, store: FeatureStore, spec: FeatureSpec = DEFAULT_SPEC,
+        limits: HistoryLimits | None = None,
+    ):
         self.store = store
         self.spec = spec
+        self.limits = limits or HistoryLimits()
         self.customer_ttl_us = spec.customer_horizon_us
         self.terminal_ttl_us = spec.label_delay_us
 
@@ -70,11 +75,11 @@ class FeastHistories:
             if c_status is Status.PRESENT:
                 amounts, _, _ = value(n.TX_AMOUNTS)
                 ids, _, _ = value(n.TX_IDS)
-                history = CustomerHistory(
+                history = newest(CustomerHistory(
                     np.array(times.int64_list_val.val, np.int64),
                     np.array(amounts.double_list_val.val, np.float64),
                     list(ids.string_list_val.val),
-                )
+                ), self.limits.max_entries)
             else:
                 history = CustomerHistory.empty()
             available, t_found, t_ts = value(n.LABEL_AVAILABLE_US)
@@ -82,10 +87,10 @@ class FeastHistories:
             t_status = status(t_present, t_ts, req.time_us, self.terminal_ttl_us)
             if t_status is Status.PRESENT:
                 fraud, _, _ = value(n.LABEL_FRAUD)
-                terminal = TerminalHistory(
+                terminal = newest_labels(TerminalHistory(
                     np.array(available.int64_list_val.val, np.int64),
                     np.array(fraud.int64_list_val.val, np.int64),
-                )
+                ), self.limits.max_entries)
             else:
                 terminal = TerminalHistory.empty()
             read.customers.append(history)
@@ -98,16 +103,20 @@ class FeastHistories:
 
     def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
         read = read or self.read(requests)
-        merged: dict[str, tuple[CustomerHistory, int]] = {}
+        events: dict[str, list[tuple[int, float, str]]] = {}
         for req in requests:
-            key = entity_key(n.CUSTOMER_ID, req.customer_id, "")
-            base, stored_us = merged.get(req.customer_id) or read.stored.get(
-                key, (CustomerHistory.empty(), 0)
+            events.setdefault(req.customer_id, []).append(
+                (req.time_us, req.amount, req.transaction_id)
             )
-            history = merge_customer(
-                base, [(req.time_us, req.amount, req.transaction_id)], self.spec.customer_horizon_us
+        merged: dict[str, tuple[CustomerHistory, int]] = {}
+        for customer_id, customer_events in events.items():
+            key = entity_key(n.CUSTOMER_ID, customer_id, "")
+            base, stored_us = read.stored.get(key, (CustomerHistory.empty(), 0))
+            history = append_events(
+                base, customer_events, self.spec.customer_horizon_us, self.limits
             )
-            merged[req.customer_id] = (history, max(stored_us, req.time_us))
+            latest = max(t for t, _, _ in customer_events)
+            merged[customer_id] = (history, max(stored_us, latest))
         frame = pd.DataFrame(
             {
                 n.CUSTOMER_ID: list(merged),
@@ -123,11 +132,22 @@ class FeastHistories:
         self.store.push(n.CUSTOMER_PUSH_SOURCE, frame)
 
     def write_customer_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int:
-        frame = snapshot.to_pandas() if isinstance(snapshot, pa.Table) else snapshot
+        """Each customer with its newest ``limits.max_entries`` transactions."""
+        columns = [n.TX_TIMESTAMPS_US, n.TX_AMOUNTS, n.TX_IDS]
+        frame = self._bounded(snapshot, columns)
         self.store.write_to_online_store(n.CUSTOMER_HISTORY, frame)
         return len(frame)
 
     def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame) -> int:
-        frame = snapshot.to_pandas() if isinstance(snapshot, pa.Table) else snapshot
+        """Each terminal with its newest ``limits.max_entries`` labels."""
+        frame = self._bounded(snapshot, [n.LABEL_AVAILABLE_US, n.LABEL_FRAUD])
         self.store.write_to_online_store(n.TERMINAL_HISTORY, frame)
         return len(frame)
+
+    def _bounded(self, snapshot: pa.Table | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        table = (snapshot if isinstance(snapshot, pa.Table)
+                 else pa.Table.from_pandas(snapshot, preserve_index=False))
+        bounded = newest_rows(table, columns, self.limits.max_entries)
+        if bounded is table and isinstance(snapshot, pd.DataFrame):
+            return snapshot
+        return bounded.to_pandas()

@@ -8,6 +8,12 @@ DirectConnection`), statuses judged against the *request's* time, and atomic app
 script edits the stored values inside Redis; compare-and-set as the fallback, both applying
 :func:`~feature_store.online.merge.merge_customer`'s rule) so concurrent workers never lose a
 customer's transaction. Batch snapshots load by script too, hundreds of keys per call.
+
+Every history is bounded (:class:`~feature_store.online.limits.HistoryLimits`): snapshots are
+written with each entity's newest ``max_entries`` entries, appends keep at most that many,
+reads never hand out more, and one call of the append script carries at most
+``append_max_events`` transactions (a customer's backlog is split into several calls), so no
+call holds Redis for longer than a bounded time, whatever one card sends.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from feature_store.online.codec import (
 )
 from feature_store.online.connection import DirectConnection
 from feature_store.online.history_store import OnlineRead, Status, status
-from feature_store.online.merge import HISTORY_SLACK_US, merge_customer
+from feature_store.online.limits import HistoryLimits, newest, newest_labels, newest_rows
+from feature_store.online.merge import HISTORY_SLACK_US, append_events
 from feature_store.online.scripts import APPEND_TIME_US
 from feature_store.transforms import (
     DEFAULT_SPEC,
@@ -52,6 +59,8 @@ _DOUBLE = struct.Struct("<d")
 #: Keys per script call: each call holds Redis for its duration (about 1-3 ms at this size),
 #: which concurrent online reads wait out.
 _SNAPSHOT_KEYS_PER_CALL = 200
+_CUSTOMER_LISTS = [n.TX_TIMESTAMPS_US, n.TX_AMOUNTS, n.TX_IDS]
+_TERMINAL_LISTS = [n.LABEL_AVAILABLE_US, n.LABEL_FRAUD]
 
 
 class RedisHistories:
@@ -65,10 +74,12 @@ class RedisHistories:
         *,
         customer_ttl_us: int | None = None,
         terminal_ttl_us: int | None = None,
+        limits: HistoryLimits | None = None,
     ):
         self.client = client
         self.project = project
         self.spec = spec
+        self.limits = limits or HistoryLimits()
         self.customer_ttl_us = customer_ttl_us or spec.customer_horizon_us
         self.terminal_ttl_us = terminal_ttl_us or spec.label_delay_us
         self._c_fields = [field_name(n.CUSTOMER_HISTORY, f) for f in n.CUSTOMER_HISTORY_FIELDS]
@@ -105,6 +116,7 @@ class RedisHistories:
         t_keys: list[bytes],
         replies: list[list[bytes | None]],
     ) -> OnlineRead:
+        bound = self.limits.max_entries
         customers: dict[bytes, tuple[CustomerHistory, int] | None] = {}
         tokens: dict[bytes, bytes] = {}
         for key, (times, amounts, ids, ts) in zip(c_keys, replies[: len(c_keys)], strict=True):
@@ -112,13 +124,15 @@ class RedisHistories:
             if times is None or amounts is None or ids is None or ts is None:
                 customers[key] = None
             else:
-                customers[key] = (decode_customer(times, amounts, ids), timestamp_us(ts))
+                history = newest(decode_customer(times, amounts, ids), bound)
+                customers[key] = (history, timestamp_us(ts))
         terminals: dict[bytes, tuple[TerminalHistory, int] | None] = {}
         for key, (available, fraud, ts) in zip(t_keys, replies[len(c_keys) :], strict=True):
             if available is None or fraud is None or ts is None:
                 terminals[key] = None
             else:
-                terminals[key] = (decode_terminal(available, fraud), timestamp_us(ts))
+                labels = newest_labels(decode_terminal(available, fraud), bound)
+                terminals[key] = (labels, timestamp_us(ts))
         read = OnlineRead([], [], [], [], tokens=tokens)
         for req, (ck, tk) in zip(requests, pairs, strict=True):
             c_entry, t_entry = customers[ck], terminals[tk]
@@ -144,9 +158,13 @@ class RedisHistories:
     def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
         """Add scored transactions to their customers' histories, atomically per customer.
 
-        One script call per customer edits the stored values inside Redis; a customer whose
-        stored values the script does not handle goes through :meth:`_append_cas`, with ``read``
-        (from :meth:`read` of the same requests) saving it a round trip.
+        Script calls edit the stored values inside Redis, each with at most
+        ``limits.append_max_events`` of one customer's transactions (a customer's backlog takes
+        several calls, in order: :func:`~feature_store.online.merge.append_events`); a customer
+        whose stored values the script does not handle goes through :meth:`_append_cas`, with
+        ``read`` (from :meth:`read` of the same requests) saving it a round trip. Idempotent:
+        a transaction whose id the history holds is not added again, so a call that failed
+        half-way (a timeout) can be repeated.
         """
         events: dict[bytes, list[tuple[int, float, str]]] = {}
         for r in requests:
@@ -154,14 +172,23 @@ class RedisHistories:
                 (r.time_us, r.amount, r.transaction_id)
             )
         keep_us = self.spec.customer_horizon_us + HISTORY_SLACK_US
+        step, bound = self.limits.append_max_events, self.limits.max_entries
         pipe = self.client.pipeline(transaction=False)
         scripted = [k for k, evs in events.items() if all(t in APPEND_TIME_US for t, _, _ in evs)]
+        calls: list[bytes] = []
         for key in scripted:
-            args: list[bytes | int | str] = [*self._c_fields, self._c_ts, keep_us]
-            for time_us, amount, tid in events[key]:
-                args += [time_us, _DOUBLE.pack(amount), tid]
-            self._append(keys=[key], args=args, client=pipe)
-        done = {k for k, ok in zip(scripted, pipe.execute() if scripted else [], strict=True) if ok}
+            evs = events[key]
+            for start in range(0, len(evs), step):
+                args: list[bytes | int | str] = [*self._c_fields, self._c_ts, keep_us, bound]
+                for time_us, amount, tid in evs[start : start + step]:
+                    args += [time_us, _DOUBLE.pack(amount), tid]
+                self._append(keys=[key], args=args, client=pipe)
+                calls.append(key)
+        refused = {k for k, ok in zip(calls, pipe.execute() if calls else [], strict=True)
+                   if not ok}
+        done = set(scripted) - refused
+        # A customer any call refused goes through compare-and-set with all its events: what
+        # an earlier call of it wrote is skipped there as known.
         rest = {k: evs for k, evs in events.items() if k not in done}
         if rest:
             self._append_cas(rest, read)
@@ -182,12 +209,14 @@ class RedisHistories:
             for key in order:
                 stored, token = current[key]
                 base, stored_us = stored if stored else (CustomerHistory.empty(), 0)
-                merged = merge_customer(base, pending[key], self.spec.customer_horizon_us)
-                newest = max(t for t, _, _ in pending[key])
+                merged = append_events(
+                    base, pending[key], self.spec.customer_horizon_us, self.limits
+                )
+                latest = max(t for t, _, _ in pending[key])
                 args: list[bytes] = [self._c_fields[2], token]
                 for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
                     args += [name, value]
-                args += [self._c_ts, timestamp_bytes(max(stored_us, newest))]
+                args += [self._c_ts, timestamp_bytes(max(stored_us, latest))]
                 self._cas(keys=[key], args=args, client=pipe)
             results = pipe.execute()
             failed = [k for k, ok in zip(order, results, strict=True) if not ok]
@@ -208,7 +237,8 @@ class RedisHistories:
             if times is None or amounts is None or ids is None or ts is None:
                 out[key] = (None, ids or b"")
             else:
-                out[key] = ((decode_customer(times, amounts, ids), timestamp_us(ts)), ids)
+                history = newest(decode_customer(times, amounts, ids), self.limits.max_entries)
+                out[key] = ((history, timestamp_us(ts)), ids)
         return out
 
     # batch materialization ------------------------------------------------------------------
@@ -218,9 +248,10 @@ class RedisHistories:
         Values are encoded a chunk of rows at a time (:mod:`feature_store.wire`) and written by
         a script, atomically, hundreds of keys per call, while the next chunk is encoded. A
         customer whose stored history is newer than the cutoff (the server appended since) is
-        left to :meth:`_merge_snapshot_row`.
+        left to :meth:`_merge_snapshot_row`. Each customer keeps its newest
+        ``limits.max_entries`` transactions.
         """
-        table = _as_table(snapshot)
+        table = newest_rows(_as_table(snapshot), _CUSTOMER_LISTS, self.limits.max_entries)
         ids = table.column(n.CUSTOMER_ID).to_pylist()
         cutoffs = _column_us(table.column(n.EVENT_TIMESTAMP))
         sent: list[tuple[Future[list[Any]], range, pa.Table, list[bytes], list[int]]] = []
@@ -275,7 +306,9 @@ class RedisHistories:
                     [t for t, k in zip(old.transaction_id, later, strict=True) if k],
                     strict=True,
                 )
-                merged = merge_customer(snapshot, events, self.spec.customer_horizon_us)
+                merged = append_events(
+                    snapshot, list(events), self.spec.customer_horizon_us, self.limits
+                )
             args: list[bytes] = [self._c_fields[2], token]
             for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
                 args += [name, value]
@@ -286,8 +319,9 @@ class RedisHistories:
 
     def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 2_500) -> int:
         """Load a batch snapshot of terminal labels (replaces the previous one), by a script
-        hundreds of keys per call; each chunk is sent while the next one is encoded."""
-        table = _as_table(snapshot)
+        hundreds of keys per call; each chunk is sent while the next one is encoded. Each
+        terminal keeps its newest ``limits.max_entries`` labels."""
+        table = newest_rows(_as_table(snapshot), _TERMINAL_LISTS, self.limits.max_entries)
         ids = table.column(n.TERMINAL_ID).to_pylist()
         cutoffs = _column_us(table.column(n.EVENT_TIMESTAMP)).tolist()
         a_field, f_field = self._t_fields

@@ -1,10 +1,11 @@
 """The in-Redis append script writes exactly what the Python merge + encode path writes.
 
 :meth:`RedisHistories.append` edits a customer's stored Feast values inside Redis; the
-compare-and-set path (read, :func:`merge_customer`, :func:`encode_customer`) is the reference
-and the fallback. Both run here against real Redis on generated histories and events, and the
-stored bytes must be identical. (The scripts on crafted inputs, values they refuse included:
-``test_online_scripts.py``.)
+compare-and-set path (read, :func:`append_events`, :func:`encode_customer`) is the reference
+and the fallback. Both run here against real Redis on generated histories, events and
+limits (a history bound and calls of a few events, so that both bite), and the stored bytes
+must be identical. A busy card's backlog goes in bounded calls and leaves a bounded history.
+(The scripts on crafted inputs, values they refuse included: ``test_online_scripts.py``.)
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import uuid
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feature_store.online import HISTORY_SLACK_US, RedisHistories
+from feature_store import names as n
+from feature_store.online import HISTORY_SLACK_US, HistoryLimits, RedisHistories
 from feature_store.online.codec import decode_customer, encode_customer, timestamp_bytes
 from feature_store.transforms import DEFAULT_SPEC, US_PER_DAY, CustomerHistory, OnlineRequest
 
@@ -91,24 +94,93 @@ def histories(draw: st.DrawFn) -> CustomerHistory | None:
     )
 
 
+@st.composite
+def limits(draw: st.DrawFn) -> HistoryLimits:
+    """Mostly a bound the generated histories reach and calls of fewer events than given."""
+    max_entries = draw(st.integers(1, 30))
+    return HistoryLimits(max_entries, draw(st.integers(1, min(max_entries, 7))))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     history=histories(),
     ts_offset=offsets,
-    events=st.lists(event, min_size=1, max_size=6),
+    events=st.lists(event, min_size=1, max_size=12),
+    bounds=limits(),
 )
 def test_script_append_equals_python_merge(
     store: RedisHistories,
     history: CustomerHistory | None,
     ts_offset: int,
     events: list[tuple[int, float, str]],
+    bounds: HistoryLimits,
 ) -> None:
+    bounded = RedisHistories(store.client, store.project, limits=bounds)
     customer = "c-" + uuid.uuid4().hex[:6]
-    key = store.customer_key(customer)
-    _put(store, key, history, T0 + ts_offset)
-    store.append([OnlineRequest(tid, t, customer, "T", a) for t, a, tid in events])
-    assert _stored(store, key) == _appended_by_cas(store, history, T0 + ts_offset, events)
-    store.client.delete(key)
+    key = bounded.customer_key(customer)
+    _put(bounded, key, history, T0 + ts_offset)
+    bounded.append([OnlineRequest(tid, t, customer, "T", a) for t, a, tid in events])
+    stored = _stored(bounded, key)
+    assert stored == _appended_by_cas(bounded, history, T0 + ts_offset, events)
+    assert len(decode_customer(*stored[:3]).transaction_id) <= bounds.max_entries
+    bounded.client.delete(key)
+
+
+class CountingScript:
+    """The store's append script, recording how many events each call carries."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.events: list[int] = []
+
+    def __call__(self, *, keys, args, client=None):
+        self.events.append((len(args) - 6) // 3)
+        return self.script(keys=keys, args=args, client=client)
+
+
+def test_a_busy_card_is_appended_in_bounded_calls_and_keeps_a_bounded_history(
+    store: RedisHistories,
+) -> None:
+    """Issue 14: a card with tens of thousands of transactions made one script call walk an
+    ever-growing history with the whole backlog (34,006 transactions in one call), past
+    Redis's busy limit. Now every call carries at most ``append_max_events`` transactions and
+    the history keeps the newest ``max_entries``, stored ones first."""
+    bounded = RedisHistories(store.client, store.project,
+                             limits=HistoryLimits(max_entries=200, append_max_events=16))
+    counting = CountingScript(bounded._append)
+    bounded._append = counting
+    customer = "hot-" + uuid.uuid4().hex[:6]
+    key = bounded.customer_key(customer)
+    backlog = [OnlineRequest(f"tx-{k}", T0 + k * 1000, customer, "T", 1.0) for k in range(3000)]
+    bounded.append(backlog)
+    assert max(counting.events) == 16 and sum(counting.events) == 3000
+    stored = decode_customer(*_stored(bounded, key)[:3])
+    assert stored.transaction_id == [f"tx-{k}" for k in range(2800, 3000)]
+    # The same backlog again (a retry after a timeout): nothing changes.
+    bounded.append(backlog[-500:])
+    assert decode_customer(*_stored(bounded, key)[:3]).transaction_id == stored.transaction_id
+    bounded.client.delete(key)
+
+
+def test_a_history_stored_beyond_the_bound_is_trimmed_by_compare_and_set(
+    store: RedisHistories,
+) -> None:
+    """A history longer than the bound (stored before there was one, or by an older writer):
+    the script refuses it, the compare-and-set path keeps the newest entries; reads never hand
+    out more than the bound either."""
+    bounded = RedisHistories(store.client, store.project,
+                             limits=HistoryLimits(max_entries=50, append_max_events=8))
+    customer = "over-" + uuid.uuid4().hex[:6]
+    key = bounded.customer_key(customer)
+    long = CustomerHistory(T0 + np.arange(400, dtype=np.int64), np.ones(400),
+                           [f"old-{k}" for k in range(400)])
+    _put(bounded, key, long, T0 + 399)
+    read = bounded.read([OnlineRequest("new", T0 + 500, customer, "T", 2.0)])
+    assert read.customers[0].transaction_id == [f"old-{k}" for k in range(350, 400)]
+    bounded.append([OnlineRequest("new", T0 + 500, customer, "T", 2.0)], read)
+    stored = decode_customer(*_stored(bounded, key)[:3])
+    assert stored.transaction_id == [*(f"old-{k}" for k in range(351, 400)), "new"]
+    bounded.client.delete(key)
 
 
 def test_values_the_script_cannot_edit_go_through_compare_and_set(store: RedisHistories) -> None:
@@ -151,3 +223,39 @@ def test_trims_to_the_horizon_plus_slack(store: RedisHistories) -> None:
     )
     assert [times, ids] == [encode_customer(expected)[0], encode_customer(expected)[2]]
     assert ts == timestamp_bytes(newest)
+
+
+def test_snapshots_keep_each_entitys_newest_entries(store: RedisHistories) -> None:
+    """Materialization writes bounded histories: a card or terminal busy in the batch data is
+    as bounded online as one appended to by the server."""
+    bounded = RedisHistories(store.client, store.project,
+                             limits=HistoryLimits(max_entries=20, append_max_events=4))
+    busy, quiet = "snap-busy-" + uuid.uuid4().hex[:6], "snap-quiet-" + uuid.uuid4().hex[:6]
+    cutoff = pd.Timestamp(T0 + 1_000, unit="us", tz="UTC")
+    customers = pd.DataFrame({
+        n.CUSTOMER_ID: [busy, quiet],
+        n.TX_TIMESTAMPS_US: [[T0 + k for k in range(300)], [T0]],
+        n.TX_AMOUNTS: [[float(k) for k in range(300)], [5.0]],
+        n.TX_IDS: [[f"b{k}" for k in range(300)], ["q0"]],
+        n.EVENT_TIMESTAMP: [cutoff, cutoff],
+    })
+    terminals = pd.DataFrame({
+        n.TERMINAL_ID: [busy],
+        n.LABEL_AVAILABLE_US: [[T0 + k for k in range(300)]],
+        n.LABEL_FRAUD: [[k % 2 for k in range(300)]],
+        n.EVENT_TIMESTAMP: [cutoff],
+    })
+    bounded.write_customer_snapshot(customers)
+    bounded.write_terminal_snapshot(terminals)
+    read = bounded.read([OnlineRequest("x", T0 + 2_000, busy, busy, 1.0),
+                         OnlineRequest("y", T0 + 2_000, quiet, busy, 1.0)])
+    unbounded = RedisHistories(store.client, store.project,
+                               limits=HistoryLimits(max_entries=10_000, append_max_events=4))
+    raw = unbounded.read([OnlineRequest("x", T0 + 2_000, busy, busy, 1.0)])
+    assert raw.customers[0].transaction_id == [f"b{k}" for k in range(280, 300)]
+    assert raw.customers[0].amount.tolist() == [float(k) for k in range(280, 300)]
+    assert raw.terminals[0].available_us.tolist() == [T0 + k for k in range(280, 300)]
+    assert read.customers[1].transaction_id == ["q0"]
+    for key in (bounded.customer_key(busy), bounded.customer_key(quiet),
+                bounded.terminal_key(busy)):
+        bounded.client.delete(key)

@@ -75,8 +75,10 @@ def _stored(client: redis.Redis, key: bytes) -> list[bytes | None]:
     return client.hmget(key, [*C_FIELDS, C_TS])
 
 
-def _append_args(*events: tuple[int, float, str]) -> list[bytes | int | str]:
-    args: list[bytes | int | str] = [*C_FIELDS, C_TS, KEEP_US]
+def _append_args(
+    *events: tuple[int, float, str], max_entries: int = 1_000
+) -> list[bytes | int | str]:
+    args: list[bytes | int | str] = [*C_FIELDS, C_TS, KEEP_US, max_entries]
     for time_us, amount, tid in events:
         args += [time_us, struct.pack("<d", amount), tid]
     return args
@@ -174,6 +176,35 @@ def test_append_finds_ids_only_at_record_boundaries(client: redis.Redis, keys) -
     assert client.eval(scripts.APPEND, 1, key, *_append_args((T0 + 1, 2.0, "7"))) == 1
     expected = _history((T0, 1.0, "a\n\x017"), (T0 + 1, 2.0, "7"))
     assert _stored(client, key)[2] == encode_customer(expected)[2]
+
+
+def test_append_keeps_the_newest_entries_up_to_the_bound(client: redis.Redis, keys) -> None:
+    """Issue 14: a history had no size bound. The oldest entries beyond the bound go, stored
+    ones first, then the oldest of the call's own events."""
+    key = keys("bound")
+    stored = [(T0 + k, float(k), f"s{k}") for k in range(5)]
+    _put(client, key, _history(*stored), T0 + 4)
+    events = [(T0 + 10 + k, 1.0, f"e{k}") for k in range(3)]
+    assert client.eval(scripts.APPEND, 1, key, *_append_args(*events, max_entries=6)) == 1
+    assert _stored(client, key)[:3] == list(encode_customer(_history(*stored[2:], *events)))
+    more = [(T0 + 20 + k, 2.0, f"f{k}") for k in range(4)]  # more events than the bound
+    assert client.eval(scripts.APPEND, 1, key, *_append_args(*more, max_entries=3)) == 0
+    _put(client, key, _history(*events), T0 + 12)
+    assert client.eval(scripts.APPEND, 1, key, *_append_args(*more, max_entries=3)) == 1
+    assert _stored(client, key) == [*encode_customer(_history(*more[1:])),
+                                    timestamp_bytes(T0 + 23)]
+
+
+def test_append_refuses_a_stored_history_beyond_the_bound(client: redis.Redis, keys) -> None:
+    """Trimming a history stored beyond the bound (written before there was one) would walk it
+    inside Redis: the script leaves it to the compare-and-set path."""
+    key = keys("over")
+    _put(client, key, _history(*[(T0 + k, 1.0, f"s{k}") for k in range(8)]), T0 + 7)
+    before = _stored(client, key)
+    event = (T0 + 9, 1.0, "n")
+    assert client.eval(scripts.APPEND, 1, key, *_append_args(event, max_entries=7)) == 0
+    assert _stored(client, key) == before
+    assert client.eval(scripts.APPEND, 1, key, *_append_args(event, max_entries=8)) == 1
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ V1_CASES = {
     "control characters": ({c.CUSTOMER_ID: "a\u0000b"}, ["CUSTOMER_ID", "control"]),
     "long id": ({c.TRANSACTION_ID: "x" * 500}, ["instances[0].TRANSACTION_ID", "128"]),
     "same field twice": ({"tx_amount": 3.0}, ["instances[0]", "twice"]),
+    "id with spaces around": ({c.CUSTOMER_ID: " 42 "}, ["instances[0].CUSTOMER_ID", "whitespace"]),
 }
 
 
@@ -107,6 +108,9 @@ def test_v1_field_errors_name_the_field(http, good, case):
         (b'{"instances": []}', ["instances", "at least one"]),
         (b'{"instances": [[1, 2]]}', ["instances[0]", "object"]),
         (b'{"instances": [], "inputs": []}', ["unknown top-level field"]),
+        (b'{"instances": [{"TX_DATETIME": "2018-05-06T10:00:00", "CUSTOMER_ID": "7", '
+         b'"TERMINAL_ID": "9", "TX_AMOUNT": 1, "TX_AMOUNT": 999999}]}',
+         ["key 'TX_AMOUNT' appears twice"]),
     ],
 )
 def test_v1_malformed_bodies(http, body, fragments):

@@ -94,11 +94,13 @@ def test_histories_before_sees_earlier_requests_of_the_batch_and_not_itself():
     stored = CustomerHistory(np.array([1, 2], np.int64), np.array([5.0, 6.0]), ["a", "b"])
     requests = [OnlineRequest("b", 3, "c1", "t", 7.0), OnlineRequest("n", 4, "c1", "t", 8.0),
                 OnlineRequest("z", 4, "c2", "t", 9.0)]
-    before = histories_before(requests, [stored, stored, CustomerHistory.empty()])
+    before = histories_before(requests, [stored, stored, CustomerHistory.empty()], 10)
     assert before[0].transaction_id == ["a"]  # "b" is the transaction itself: a retry
     assert before[1].transaction_id == ["a", "b"]  # ... then appended in the batch
     assert before[2].transaction_id == []
     assert without_transaction(stored, "zzz") is stored
+    bounded = histories_before(requests, [stored, stored, CustomerHistory.empty()], 1)
+    assert [h.transaction_id for h in bounded] == [["a"], ["b"], []]  # the newest one
 
 
 @pytest.fixture(scope="module")

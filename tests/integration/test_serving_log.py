@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -89,13 +91,13 @@ def batch(n: int, logged_at_us: int, first: int = 0) -> ScoredBatch:
 
 def test_failed_writes_keep_the_rows_until_a_write_succeeds(tmp_path, read_log):
     log = InferenceLog(tmp_path, feature_names=DEFAULT_SPEC.features, model_name="fraud",
-                       rotate_rows=10_000, rotate_seconds=3600)
+                       rotate_rows=10_000, rotate_seconds=3600, flush_s=0.05)
     logged_at = 1_700_000_000_000_000
     blocker = tmp_path / "date=2023-11-14"
     blocker.write_text("a file where the day's folder should be")
     log.append(batch(5, logged_at))
-    assert log.flush() == 0  # cannot create the folder: kept
-    assert log.buffered_rows == 5
+    assert log.flush() == 0  # cannot create the folder: kept (in the journal)
+    assert log.pending_rows == 5 and log.buffered_rows == 0
     log.append(batch(2, logged_at))
     blocker.unlink()
     assert log.close() == 7
@@ -106,42 +108,37 @@ def test_failed_writes_keep_the_rows_until_a_write_succeeds(tmp_path, read_log):
         log.append(batch(1, logged_at))
 
 
-def test_row_groups_written_ahead_then_a_failed_rotation_lose_nothing(
+def test_a_failed_publication_loses_nothing_and_files_keep_their_row_groups(
     tmp_path, read_log, monkeypatch
 ):
-    """The writer thread writes full row groups ahead of the rotation; when completing the file
-    fails, the partial file is removed and every row stays buffered; the next file holds every
-    row once, in order, in row groups of at least the size."""
+    """Rows reach the journal as they come (here: the test journals after each batch); when
+    writing the parquet file fails, the partial file is removed and every row stays in the
+    journal; the next try writes each row once, in order, in row groups of at least the
+    size, and the rows journaled meanwhile go to the next file."""
     monkeypatch.setattr(inference_log, "ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(inference_log, "PREPARE_EVERY_S", 3600)  # the test drives _prepare
     log = InferenceLog(tmp_path, feature_names=DEFAULT_SPEC.features, model_name="fraud",
-                       rotate_rows=10_000, rotate_seconds=3600)
+                       rotate_rows=10_000, rotate_seconds=3600, flush_s=3600)
     logged_at = 1_700_000_000_000_000
     for k in range(5):
         log.append(batch(5, logged_at, first=5 * k))
-    log._prepare()
-    assert log._buffer.written == 4  # batches 0-1 and 2-3; batch 4 alone is too small
-    assert len(list(tmp_path.rglob("*.tmp"))) == 1
+        log._step(publish_now=False)  # journal it: one record batch per append
+    assert log.buffered_rows == 0 and log.pending_rows == 25
+    assert not list(tmp_path.rglob("*.parquet"))
 
-    real = log.fs
-
-    class FailingMove:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def move(self, *args):
-            raise OSError("no space left on device")
-
-    log.fs = FailingMove()
+    # The file's name taken by a folder: renaming the finished temporary file onto it fails.
+    assert log._segment is not None
+    taken = Path(log._segment.target)
+    (taken / "in the way").mkdir(parents=True)
     assert log.flush() == 0
-    assert log.buffered_rows == 25
-    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.parquet"))
-    log.fs = real
+    assert log.pending_rows == 25
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert [p for p in tmp_path.rglob("*.parquet") if p.is_file()] == []
+    shutil.rmtree(taken)
     log.append(batch(2, logged_at, first=25))
     assert log.close() == 27
-    files = list(tmp_path.rglob("*.parquet"))
-    assert len(files) == 1
-    groups = pq.ParquetFile(files[0]).metadata
-    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [10, 10, 7]
+    files = sorted(tmp_path.rglob("*.parquet"), key=lambda f: f.stem.rsplit("-", 1)[1])
+    groups = [pq.ParquetFile(f).metadata for f in files]
+    assert [[g.row_group(i).num_rows for i in range(g.num_row_groups)] for g in groups] == [
+        [10, 10, 5], [2]]
     assert read_log(tmp_path)[c.TRANSACTION_ID].tolist() == [f"t{i}" for i in range(27)]
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.arrows"))

@@ -74,10 +74,21 @@ def test_bearer_token_from_the_environment(main_store, server_factory, serving_m
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert http.post(V1, json=body, headers=auth).status_code == 200
         assert http.get("/metrics", headers=auth).status_code == 200
-        # Probes stay open for the kubelet.
-        for path in ("/", "/v2/health/live", "/v2/health/ready", "/v2/models/fraud/ready",
-                     "/v1/models/fraud"):
+        # The scheme in any letter case, one or more spaces (issue 14: "bearer" was refused).
+        for value in (f"bearer {TOKEN}", f"BEARER  {TOKEN}", f"BeArEr {TOKEN}"):
+            assert http.post(V1, json=body, headers={"Authorization": value}).status_code == 200
+        for value in (f"Basic {TOKEN}", f"Bearer {TOKEN}x", f"Bearer{TOKEN}", "Bearer"):
+            assert http.post(V1, json=body, headers={"Authorization": value}).status_code == 401
+        # The server's probes stay open for the kubelet; they name no model.
+        for path in ("/", "/v2/health/live", "/v2/health/ready"):
             assert http.get(path).status_code == 200, path
+        # Whatever names or describes a model needs the token (issue 14: GET /v1/models/<name>
+        # told anyone which models exist).
+        for path in ("/v1/models/fraud", "/v1/models/other", "/v2/models/fraud/ready",
+                     "/v2/models/fraud/versions/1/ready", "/v2/models/fraud",
+                     "/v2/models/fraud/versions/1", "/v1/models", "/v2/models"):
+            assert http.get(path).status_code == 401, path
+            assert http.get(path, headers=auth).status_code in (200, 404), path
         metrics = http.get("/metrics", headers=auth).text
     assert 'outcome="unauthorized",status_code="401"' in metrics
 
@@ -119,10 +130,19 @@ def two_versions(serving_model, online_store, tmp_path):
     return config, first, second
 
 
-def test_a_tampered_model_is_refused_and_a_chosen_version_served(two_versions, server_factory):
+def test_a_tampered_model_is_refused_and_a_chosen_version_served(two_versions, server_factory,
+                                                                 tmp_path):
     config, first, _ = two_versions
     with pytest.raises(ServerStartError, match="sha256"):
         server_factory(config=config)
+    # One line says why, no traceback (issue 14; the server is one process since issue 10).
+    (log_path,) = tmp_path.glob("server-0.log")
+    text = log_path.read_text()
+    assert "Traceback" not in text
+    assert [line for line in text.splitlines() if "sha256" in line] == [
+        line for line in text.splitlines() if line.startswith("error: refusing to load fraud")
+    ]
+    assert len([line for line in text.splitlines() if "sha256" in line]) == 1
     server = server_factory(config=config, version=first.version)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         metadata = http.get("/v2/models/fraud").json()

@@ -2,11 +2,11 @@
 trained on its batch features, and an in-memory online store.
 
 :class:`MemoryHistories` implements the history-store protocol :class:`inference.scoring.Scorer`
-takes (``read``, ``append``) over dicts, with the online store's rules: a customer's history
-holds each transaction once, statuses are ``PRESENT`` or ``NOT_FOUND``, and an error set on
-the store is raised by the next calls until cleared (an outage). Its histories start as the
-snapshot at :attr:`World.cutoff`, as materialization leaves them; the transactions of the day
-after are the live traffic.
+takes (``read``, ``append``) over dicts, with the online store's rules: appends follow the merge
+rule (each transaction once, the horizon, the history bound, calls of a bounded size), statuses
+are ``PRESENT`` or ``NOT_FOUND``, and an error set on the store is raised by the next calls
+until cleared (an outage). Its histories start as the snapshot at :attr:`World.cutoff`, as
+materialization leaves them; the transactions of the day after are the live traffic.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from feature_store.online import OnlineRead, Status
+from feature_store.online import HistoryLimits, OnlineRead, Status, append_events
 from feature_store.transforms import (
     DEFAULT_SPEC,
     CustomerHistory,
@@ -129,14 +129,20 @@ class MemoryHistories:
     """The online store in memory (see the module docstring)."""
 
     def __init__(self, customers: dict[str, CustomerHistory],
-                 terminals: dict[str, TerminalHistory]):
+                 terminals: dict[str, TerminalHistory],
+                 limits: HistoryLimits | None = None):
         self.customers = customers
         self.terminals = terminals
+        self.limits = limits or HistoryLimits()
         #: Raised by every read / append while set.
         self.read_error: BaseException | None = None
         self.append_error: BaseException | None = None
+        #: Set: appends are written, then this is raised (a reply lost after the write).
+        self.append_error_after_write: BaseException | None = None
         self.reads = 0
         self.appends = 0
+        #: Transactions per append call, in call order.
+        self.append_sizes: list[int] = []
 
     def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
         self.reads += 1
@@ -155,14 +161,19 @@ class MemoryHistories:
 
     def append(self, requests: Sequence[OnlineRequest], read: OnlineRead | None = None) -> None:
         self.appends += 1
+        self.append_sizes.append(len(requests))
         if self.append_error is not None:
             raise self.append_error
+        events: dict[str, list[tuple[int, float, str]]] = {}
         for r in requests:
-            history = self.customers.get(r.customer_id, CustomerHistory.empty())
-            if r.transaction_id not in history.transaction_id:
-                self.customers[r.customer_id] = history.append(
-                    r.time_us, r.amount, r.transaction_id
-                )
+            events.setdefault(r.customer_id, []).append((r.time_us, r.amount, r.transaction_id))
+        for customer_id, customer_events in events.items():
+            history = self.customers.get(customer_id, CustomerHistory.empty())
+            self.customers[customer_id] = append_events(
+                history, customer_events, DEFAULT_SPEC.customer_horizon_us, self.limits
+            )
+        if self.append_error_after_write is not None:
+            raise self.append_error_after_write
 
     def ids(self, customer_id: str) -> list[str]:
         history = self.customers.get(customer_id)

@@ -1,5 +1,7 @@
 """The adaptive batcher on a real scorer and an in-memory store: concurrent requests scored
-together, each answered with its own results, never split, errors delivered to every waiter."""
+together, each answered with its own results; a request that fits a model call never split, a
+larger one (or a busy card's) scored a slice at a time with other requests in between; beyond
+the queue bounds, requests shed; errors delivered to every waiter."""
 
 from __future__ import annotations
 
@@ -7,20 +9,28 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 from serving_support import MemoryHistories, transactions_of, world
 
-from inference.batching import MicroBatcher
+from inference.batching import MicroBatcher, Overloaded
 from inference.schema import Transaction
 from inference.scoring import ScoredBatch, ScoredTransaction, Scorer
+from vigil import contract as c
 
 pytestmark = pytest.mark.unit
 
 
-def make(max_batch: int) -> tuple[MicroBatcher, MemoryHistories, list[ScoredBatch]]:
+def make(
+    max_batch: int, *, per_customer: int = 1_000, max_queued: int = 100_000,
+    queued_per_customer: int = 100_000,
+) -> tuple[MicroBatcher, MemoryHistories, list[ScoredBatch]]:
     store = world().store()
     batches: list[ScoredBatch] = []
     scorer = Scorer(world().model, store, retry_after_s=0.5, sink=batches.append)
-    return MicroBatcher(scorer, max_batch=max_batch), store, batches
+    batcher = MicroBatcher(scorer, max_batch=max_batch, max_batch_per_customer=per_customer,
+                           max_queued=max_queued, max_queued_per_customer=queued_per_customer,
+                           retry_after_s=2)
+    return batcher, store, batches
 
 
 def requests_of(sizes: Sequence[int], first: int = 0) -> list[list[Transaction]]:
@@ -65,13 +75,92 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_results():
         assert [r.score for r in answer] == [scores[t.transaction_id] for t in request]
 
 
-def test_batches_respect_max_batch_and_never_split_a_request():
+def test_batches_respect_max_batch_and_split_only_what_cannot_fit_one():
     batcher, _, batches = make(max_batch=4)
     requests = requests_of([3, 2, 5, 1, 1])
     answers = asyncio.run(submit_all(batcher, requests))
-    # [3] (3 + 2 > 4), [2] (2 + 5 > 4), [5] alone (larger than max_batch), [1, 1].
-    assert [len(b.transactions) for b in batches] == [3, 2, 5, 2]
+    # [3 + a slice of the 5], then [2 + 1 + 1] (the 2 waits for a call it fits whole), then
+    # the rest of the 5 (it went to the back of the queue after its first slice).
+    assert [len(b.transactions) for b in batches] == [4, 4, 4]
+    in_call = [{t.transaction_id for t in b.transactions} for b in batches]
+    for request in requests[:2] + requests[3:]:  # each within one call
+        assert sum({t.transaction_id for t in request} <= ids for ids in in_call) == 1
     assert [[r.transaction for r in a] for a in answers if isinstance(a, list)] == requests
+
+
+def test_a_large_request_of_a_busy_card_is_scored_a_slice_at_a_time():
+    """Issue 14: a 1,000-transaction request of a customer with 60k history entries took 1.4 s
+    on the event loop, and a request of another customer waited behind it the same 1.4 s. Now
+    a model call takes at most ``max_batch_per_customer`` of one customer: the small requests
+    that arrived after the large one are scored in its first call, and answered long before it
+    is, and its results are those of scoring it in one call."""
+    w = world()
+    live = w.live
+    busy = live[c.CUSTOMER_ID].value_counts().index[0]
+    large = transactions_of(live[live[c.CUSTOMER_ID] == busy])
+    small = [[t] for t in transactions_of(live[live[c.CUSTOMER_ID] != busy].iloc[:3])]
+    assert len(large) >= 6
+    batcher, _, batches = make(max_batch=256, per_customer=2)
+    finished: list[str] = []
+
+    async def scenario() -> list[list[ScoredTransaction]]:
+        async def one(txs: list[Transaction], name: str) -> list[ScoredTransaction]:
+            answer = await batcher.submit(txs, name)
+            finished.append(name)
+            return answer
+
+        return await asyncio.wait_for(asyncio.gather(
+            one(large, "large"), *(one(txs, f"small-{k}") for k, txs in enumerate(small))
+        ), HANG_S)
+
+    answers = asyncio.run(scenario())
+    assert finished[-1] == "large" and len(finished) == 4
+    assert len(batches) == -(-len(large) // 2)  # ceil: two of the card per call
+    assert {t.transaction_id for t in batches[0].transactions} >= {s[0].transaction_id
+                                                                   for s in small}
+    assert all(sum(t.customer_id == busy for t in b.transactions) <= 2 for b in batches)
+    # Its slices saw each other: the same results as one call over the whole request.
+    alone = Scorer(w.model, w.store(), retry_after_s=0.5).score(large)
+    assert [r.transaction for r in answers[0]] == large
+    assert [r.score for r in answers[0]] == [r.score for r in alone]
+
+
+def shed(answers: list) -> list[Overloaded]:
+    return [a for a in answers if isinstance(a, Overloaded)]
+
+
+def test_requests_beyond_the_queue_bound_are_shed_with_a_retry_after():
+    batcher, _, batches = make(max_batch=256, max_queued=10)
+    before = REGISTRY.get_sample_value(
+        "vigil_serving_shed_requests_total", {"model_name": "fraud_unit", "reason": "queue"})
+    requests = requests_of([3, 3, 3, 3, 1, 12])
+    answers = asyncio.run(submit_all(batcher, requests))
+    # 3 + 3 + 3 admitted; the next 3 would make 12 > 10; 1 fits (10); 12 does not.
+    assert [isinstance(a, list) for a in answers] == [True, True, True, False, True, False]
+    assert all(e.reason == "queue" and e.retry_after_s == 2 and "retry after 2 s" in str(e)
+               for e in shed(answers))
+    assert sum(len(b.transactions) for b in batches) == 10 and batcher.queued == 0
+    # Alone, a request larger than the bound is admitted (it always fits an empty queue).
+    alone = asyncio.run(submit_all(batcher, requests_of([12], first=20)))
+    assert isinstance(alone[0], list) and len(alone[0]) == 12
+    # The batcher counts nothing itself: the model counts what it sheds.
+    assert REGISTRY.get_sample_value(
+        "vigil_serving_shed_requests_total",
+        {"model_name": "fraud_unit", "reason": "queue"}) == before
+
+
+def test_a_card_beyond_its_share_of_the_queue_is_shed_and_other_cards_are_not():
+    w = world()
+    live = w.live
+    busy = live[c.CUSTOMER_ID].value_counts().index[0]
+    hot = transactions_of(live[live[c.CUSTOMER_ID] == busy])[:5]
+    others = transactions_of(live[live[c.CUSTOMER_ID] != busy].iloc[:5])
+    batcher, _, _ = make(max_batch=256, queued_per_customer=2)
+    requests = [[t] for t in hot] + [[t] for t in others]
+    answers = asyncio.run(submit_all(batcher, requests))
+    assert [isinstance(a, list) for a in answers] == [True, True, False, False, False] + [True] * 5
+    assert all(e.reason == "customer" and str(busy) in str(e) for e in shed(answers))
+    assert batcher.queued == 0 and not batcher._queued_by_customer
 
 
 def test_a_scorer_error_reaches_every_waiting_request_and_the_batcher_goes_on():

@@ -331,3 +331,35 @@ def test_gzip_csv_is_really_decompressed(tmp_path: Path, sample: pd.DataFrame) -
     assert read_transactions(path).frame[c.TX_AMOUNT].sum() == pytest.approx(
         sample[c.TX_AMOUNT].sum()
     )
+
+
+def test_error_no_rows(tmp_path: Path, sample: pd.DataFrame) -> None:
+    """Issue 14: a CSV with a header only was reported as "column TX_AMOUNT: has type null"."""
+    path = tmp_path / "empty.csv"
+    sample.iloc[:0].to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        read_transactions(path)
+    assert str(info.value) == f"file {path}: holds no rows"
+    empty_parquet = tmp_path / "empty.parquet"
+    sample.iloc[:0].to_parquet(empty_parquet, index=False)
+    with pytest.raises(DataError, match="holds no rows"):
+        read_transactions(empty_parquet)
+
+
+def test_days_without_rows_in_a_folder(tmp_path: Path, sample: pd.DataFrame) -> None:
+    """A day with a header only counts as a day without transactions; a folder without any
+    row is an error; the validation gate reads empty data (and reports it)."""
+    sample.to_csv(tmp_path / "2018-04-01.csv", index=False)
+    sample.iloc[:0].to_csv(tmp_path / "2018-04-02.csv", index=False)
+    raw = read_transactions(tmp_path)
+    assert [f.rows for f in raw.files] == [200, 0]
+    assert {col: str(t) for col, t in raw.frame.dtypes.items()} == EXPECTED_DTYPES
+    pd.testing.assert_frame_equal(raw.frame, _canonical(sample))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sample.iloc[:0].to_csv(empty / "2018-04-02.csv", index=False)
+    with pytest.raises(DataError, match=f"^file {empty}: holds no rows in 1 file"):
+        read_transactions(empty)
+    gate = read_transactions(empty, on_bad_values="null", allow_empty=True)
+    assert len(gate.frame) == 0
+    assert {col: str(t) for col, t in gate.frame.dtypes.items()} == EXPECTED_DTYPES

@@ -20,7 +20,8 @@ from feature_store.online.codec import (
     encode_terminal,
     entity_key,
 )
-from feature_store.online.merge import merge_customer
+from feature_store.online.limits import HistoryLimits, newest_labels, newest_rows
+from feature_store.online.merge import append_events, merge_customer
 from feature_store.transforms import US_PER_DAY, CustomerHistory, TerminalHistory
 
 pytestmark = pytest.mark.unit
@@ -79,13 +80,45 @@ def _varint(value: int) -> bytes:
     return out + bytes([value])
 
 
-def test_merge_skips_known_ids_and_trims_to_the_horizon() -> None:
+def test_merge_skips_known_ids_and_trims_to_the_horizon_and_the_bound() -> None:
     base = CustomerHistory(np.array([0, 10], np.int64), np.array([1.0, 2.0]), ["a", "b"])
-    merged = merge_customer(base, [(20, 3.0, "c"), (10, 2.0, "b")], horizon_us=US_PER_DAY)
+    merged = merge_customer(base, [(20, 3.0, "c"), (10, 2.0, "b")], horizon_us=US_PER_DAY,
+                            max_entries=10)
     assert merged.transaction_id == ["a", "b", "c"]
     far = 40 * US_PER_DAY
-    trimmed = merge_customer(merged, [(far, 9.0, "d")], horizon_us=30 * US_PER_DAY)
+    trimmed = merge_customer(merged, [(far, 9.0, "d")], horizon_us=30 * US_PER_DAY,
+                             max_entries=10)
     assert trimmed.transaction_id == ["d"]  # all else older than 30 days + 1 day of slack
+    bounded = merge_customer(merged, [(30, 1.0, "e"), (31, 1.0, "f")], horizon_us=US_PER_DAY,
+                             max_entries=3)
+    assert bounded.transaction_id == ["c", "e", "f"]  # the newest three, stored ones go first
+    assert bounded.time_us.tolist() == [20, 30, 31] and bounded.amount.tolist() == [3, 1, 1]
+
+
+def test_appends_go_in_calls_of_a_bounded_number_of_events() -> None:
+    """A backlog is appended as calls of ``append_max_events``: an event of a later call whose
+    id an earlier call added is known, unless the bound dropped it since; the bound holds
+    after every call."""
+    events = [(k, 1.0, f"t{k}") for k in range(10)] + [(8, 1.0, "t8"), (3, 1.0, "t3")]
+    limits = HistoryLimits(max_entries=4, append_max_events=3)
+    appended = append_events(CustomerHistory.empty(), events, US_PER_DAY, limits)
+    assert appended.transaction_id == ["t7", "t8", "t9", "t3"]
+    assert append_events(appended, [], US_PER_DAY, limits) is appended
+
+
+def test_snapshot_rows_keep_their_newest_entries() -> None:
+    table = pa.table({
+        n.CUSTOMER_ID: ["a", "b", "c"],
+        n.TX_TIMESTAMPS_US: pa.array([[1, 2, 3, 4, 5], [], [7, 8]], pa.list_(pa.int64())),
+        n.TX_IDS: pa.array([["1", "2", "3", "4", "5"], [], ["7", "8"]]),
+    })
+    bounded = newest_rows(table, [n.TX_TIMESTAMPS_US, n.TX_IDS], 2)
+    assert bounded.column(n.TX_TIMESTAMPS_US).to_pylist() == [[4, 5], [], [7, 8]]
+    assert bounded.column(n.TX_IDS).to_pylist() == [["4", "5"], [], ["7", "8"]]
+    assert bounded.column(n.CUSTOMER_ID).to_pylist() == ["a", "b", "c"]
+    assert newest_rows(table, [n.TX_TIMESTAMPS_US, n.TX_IDS], 5) is table
+    labels = TerminalHistory(np.arange(6, dtype=np.int64), np.array([0, 1, 0, 0, 1, 1]))
+    assert newest_labels(labels, 2).fraud.tolist() == [1, 1]
 
 
 @given(

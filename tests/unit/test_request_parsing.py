@@ -16,6 +16,7 @@ from inference.schema import (
     ScoringRequest,
     Transaction,
     decode_v2,
+    load_json,
     parse_v1,
     to_epoch_us,
 )
@@ -137,3 +138,62 @@ def test_request_limits_and_duplicate_ids(protocol):
     assert len(parse(protocol, many[:5]).transactions) == 5
     twice = [ROWS[0], {**ROWS[1], c.TRANSACTION_ID: "17"}]
     assert "appears twice in one request" in str(refusal(protocol, twice))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("field", [c.TRANSACTION_ID, c.CUSTOMER_ID, c.TERMINAL_ID])
+@pytest.mark.parametrize("value", [" 42 ", "42 ", "\t42", "42\n"])
+def test_ids_with_surrounding_whitespace_are_refused_not_stripped(protocol, field, value):
+    """Issue 14: ``" 42 "`` used to become customer ``42`` silently."""
+    error = refusal(protocol, [ROWS[0], {**ROWS[1], field: value}])
+    assert error.field == address(protocol, field, 1)
+    assert "leading or trailing whitespace" in str(error)
+
+
+def test_ids_are_kept_exactly_as_sent():
+    (tx,) = parse_v1({"instances": [{**ROWS[1], c.CUSTOMER_ID: "a b", c.TERMINAL_ID: "é-7"}]},
+                     LIMITS, CLOCK).transactions
+    assert (tx.customer_id, tx.terminal_id) == ("a b", "é-7")
+
+
+DUPLICATE_BODIES = [
+    # the repeated key is named; the value orjson would have kept is the last one
+    (b'{"instances": [{"TRANSACTION_ID": "1", "TX_DATETIME": "2018-05-06T10:00:00", '
+     b'"CUSTOMER_ID": "7", "TERMINAL_ID": "t9", "TX_AMOUNT": 1, "TX_AMOUNT": 999999}]}',
+     "TX_AMOUNT"),
+    (b'{"instances": [], "instances": [{"TX_AMOUNT": 1}]}', "instances"),
+    # a string value and an escaped quote in another value
+    (b'{"id": "a\\"b", "inputs": [{"name": "TX_AMOUNT", "name": "x", "datatype": "FP64", '
+     b'"shape": [1], "data": [1]}]}', "name"),
+]
+
+
+@pytest.mark.parametrize(("body", "key"), DUPLICATE_BODIES)
+def test_a_repeated_json_key_is_refused_naming_it(body, key):
+    """Issue 14: orjson keeps the last of repeated keys silently (TX_AMOUNT 1 then 999999 was
+    scored as 999999)."""
+    with pytest.raises(RequestError) as caught:
+        load_json(body)
+    assert caught.value.status == 400
+    assert f"key {key!r} appears twice" in str(caught.value)
+
+
+def test_v2_header_with_a_repeated_key_is_refused():
+    body = orjson.dumps(v2_body(ROWS[:1]))
+    repeated = body.replace(b'"datatype":"FP64"', b'"datatype":"FP64","datatype":"FP32"')
+    assert repeated != body
+    with pytest.raises(RequestError, match="key 'datatype' appears twice"):
+        decode_v2(repeated, None, LIMITS, CLOCK)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "x\\"y", "b": ["\\"", {"c": "\\u0022"}], "d": 1.5, "e": null}',
+        b'{"instances": [{"TX_AMOUNT": 1}, {"TX_AMOUNT": 2}]}',  # same key, other objects
+        b'["a", "b"]',
+        b'"just a string"',
+    ],
+)
+def test_bodies_without_repeated_keys_load_as_orjson_loads_them(body):
+    assert load_json(body) == orjson.loads(body)

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from feature_store.online import HistoryLimits
 from inference.model import ServingOptions
 from inference.schema import Limits
 from vigil.errors import ConfigError
@@ -36,17 +37,30 @@ def test_options_come_from_the_settings(tmp_path):
         "VIGIL_SERVING__RETRY_AFTER_S": "2",
         "VIGIL_SERVING__LOG_ROTATE_ROWS": "99",
         "VIGIL_SERVING__LOG_ROTATE_SECONDS": "9",
+        "VIGIL_SERVING__LOG_FLUSH_S": "0.25",
+        "VIGIL_SERVING__MAX_BATCH_PER_CUSTOMER": "4",
+        "VIGIL_SERVING__MAX_QUEUED_TRANSACTIONS": "500",
+        "VIGIL_SERVING__MAX_QUEUED_PER_CUSTOMER": "20",
+        "VIGIL_SERVING__SHED_RETRY_AFTER_S": "3",
+        "VIGIL_REDIS__HISTORY_MAX_ENTRIES": "300",
+        "VIGIL_REDIS__APPEND_MAX_EVENTS": "10",
     })
     options = ServingOptions.from_settings(settings, version=3)
+    log_root = (tmp_path / "inference_log" / "scorer").resolve()
     assert options == ServingOptions(
         model_name="scorer", version=3, redis_url="redis://10.0.0.5:6380/2",
         redis_timeout_s=0.035, append_timeout_s=0.25, project="other",
-        log_root=str((tmp_path / "inference_log" / "scorer").resolve()),
-        log_rotate_rows=99, log_rotate_seconds=9.0,
+        log_root=str(log_root), log_rotate_rows=99, log_rotate_seconds=9.0,
         limits=Limits(max_instances=12, max_future_skew_s=7.5), retry_after_s=2.0, max_batch=64,
+        max_batch_per_customer=4, max_queued_transactions=500, max_queued_per_customer=20,
+        shed_retry_after_s=3, history=HistoryLimits(max_entries=300, append_max_events=10),
+        log_journal_dir=str(log_root / "_journal"), log_flush_s=0.25,
     )
-    logged = load_settings(env={"VIGIL_SERVING__LOG_ROOT": "s3://bucket/log"})
-    assert ServingOptions.from_settings(logged).log_root == "s3://bucket/log"
+    logged = load_settings(env={"VIGIL_SERVING__LOG_ROOT": "s3://bucket/log",
+                                "VIGIL_HOME": str(tmp_path)})
+    remote = ServingOptions.from_settings(logged)
+    assert remote.log_root == "s3://bucket/log"
+    assert remote.log_journal_dir == str((tmp_path / "inference_journal" / "fraud").resolve())
 
 
 def test_overrides_win_over_the_environment_and_are_checked():

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,12 @@ _FLOAT_TEXT_ID = r"-?\d+\.0+"
 _EXAMPLES = 5
 
 BadValues = Literal["raise", "null"]
+#: Types of the columns of a file without rows (others: integers).
+_EMPTY_TYPES: Final = {
+    **{col: pa.string() for col in c.ID_COLUMNS},
+    c.TX_DATETIME: pa.timestamp("us"),
+    c.TX_AMOUNT: pa.float64(),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +99,15 @@ def list_files(path: Path) -> list[Path]:
 
 
 def read_transactions(
-    path: str | Path, *, require_labels: bool = True, on_bad_values: BadValues = "raise"
+    path: str | Path,
+    *,
+    require_labels: bool = True,
+    on_bad_values: BadValues = "raise",
+    allow_empty: bool = False,
 ) -> RawTransactions:
-    """Read raw transactions from a file or folder into the contract's types."""
+    """Read raw transactions from a file or folder into the contract's types. Data without a
+    single row is a :class:`DataError` unless ``allow_empty`` (the validation gate reads it to
+    report it); a file without rows in a folder of daily files is a day without transactions."""
     files = list_files(Path(path))
     frames: list[pd.DataFrame] = []
     sources: list[SourceFile] = []
@@ -111,6 +123,9 @@ def read_transactions(
         match = _DATE_IN_NAME.search(file.name)
         day = _parse_day(match.group(1)) if match else None
         sources.append(SourceFile(path=file, rows=len(frame), day=day))
+    if not allow_empty and not any(source.rows for source in sources):
+        where = "" if Path(path).is_file() else f" in {len(files)} file{'s' * (len(files) > 1)}"
+        raise DataError(f"holds no rows{where}", file=str(path))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return RawTransactions(frame=frame, files=sources, coercions=coercions)
 
@@ -175,6 +190,9 @@ def _conform(
         if col not in by_contract:
             continue
         array = table.column(by_contract[col])
+        if pa.types.is_null(array.type) and not table.num_rows:
+            # A CSV with a header only: nothing to infer the column's type from.
+            array = array.cast(_EMPTY_TYPES.get(col, pa.int64()))
         if col in c.ID_COLUMNS:
             values, bad = _to_id(array, file, col)
         elif col == c.TX_DATETIME:

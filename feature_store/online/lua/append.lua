@@ -4,19 +4,22 @@
 -- instead of the whole history, and no retry is ever needed. Same rule and bytes as
 -- merge_customer + encode_customer (tested byte for byte): events whose id the history holds
 -- (or an earlier event of the call) are skipped; the leading entries at or before the call's
--- newest event time minus ``keep`` are dropped, as are new events before that; the timestamp
--- becomes max(stored, the call's newest event time).
--- Redis's Lua takes ~75 ns per byte a loop visits (a 60-day history is a few KB), so the
--- script never walks the whole history: it checks each value's envelope, decodes only the
--- dropped leading entries, and finds ids with string.find, decoding id records only up to a
--- match (to tell a record from the same bytes inside a longer id). That the lists have equal
--- lengths is therefore not checked here (every writer keeps it).
+-- newest event time minus ``keep`` are dropped, as are new events before that; then the
+-- oldest entries beyond ``max`` (stored ones first); the timestamp becomes max(stored, the
+-- call's newest event time).
+-- Redis's Lua takes ~75 ns per byte a loop visits, so the script never walks the whole
+-- history: it checks each value's envelope, counts entries by the amounts' length (8 bytes
+-- each), decodes only the dropped leading entries, and finds ids with string.find, decoding
+-- id records only up to a match (to tell a record from the same bytes inside a longer id).
+-- With at most ``max`` entries stored and the caller's bound on events per call, the work of
+-- one call is bounded whatever the customer's traffic or the caller's backlog. That the lists
+-- have equal lengths is therefore not checked here (every writer keeps it).
 -- Returns 1 when written; 0, writing nothing, for values it does not handle (an envelope or
--- an entry it reads that is not canonical, a number not exact in a Lua double): the caller
--- then takes the compare-and-set path.
--- KEYS[1]: the customer key; ARGV: times, amounts, ids and timestamp fields, keep (us), then
--- per event: time (decimal us, 0 <= t < 2^53), amount (8 bytes, little-endian double),
--- transaction id.
+-- an entry it reads that is not canonical, a number not exact in a Lua double, more than
+-- ``max`` entries stored): the caller then takes the compare-and-set path, which trims.
+-- KEYS[1]: the customer key; ARGV: times, amounts, ids and timestamp fields, keep (us), max
+-- (entries), then per event: time (decimal us, 0 <= t < 2^53), amount (8 bytes,
+-- little-endian double), transaction id.
 local function encode(v)
   local out = {}
   while v >= 128 do
@@ -63,12 +66,13 @@ if stored[1] and stored[2] and stored[3] and stored[4] then
   t, a, s = stored[1], stored[2], stored[3]
   ti, ai, si = entries(t, 114), entries(a, 122), entries(s, 98)
   if ti == nil or ai == nil or si == nil then return 0 end
+  if (#a - ai + 1) % 8 ~= 0 or (#a - ai + 1) / 8 > tonumber(ARGV[6]) then return 0 end
   local seconds, nanos = stamp(stored[4])
   if seconds == nil then return 0 end
   stored_us = seconds * 1000000 + math.floor(nanos / 1000)
 end
 local newest = nil
-for e = 6, #ARGV, 3 do
+for e = 7, #ARGV, 3 do
   local v = tonumber(ARGV[e])
   if newest == nil or v > newest then newest = v end
 end
@@ -94,7 +98,7 @@ while ti <= #t do
   ti, ai, si = j, ai + 8, scanned
 end
 local new_t, new_a, new_i, added = {}, {}, {}, {}
-for e = 6, #ARGV, 3 do
+for e = 7, #ARGV, 3 do
   local id = ARGV[e + 2]
   local record = string.char(10) .. encode(#id) .. id
   local known = added[id] ~= nil
@@ -115,6 +119,20 @@ for e = 6, #ARGV, 3 do
       new_i[#new_i + 1] = record
     end
   end
+end
+-- the bound: the oldest entries beyond max go, stored ones first
+local excess = (#a - ai + 1) / 8 + #new_t - tonumber(ARGV[6])
+while excess > 0 and ai <= #a do
+  local _, j = varint(t, ti)
+  if j == nil or string.byte(s, si) ~= 10 then return 0 end
+  local size, k = varint(s, si + 1)
+  if size == nil or k + size - 1 > #s then return 0 end
+  ti, ai, si, excess = j, ai + 8, k + size, excess - 1
+end
+if excess > 0 then
+  new_t = {unpack(new_t, excess + 1)}
+  new_a = {unpack(new_a, excess + 1)}
+  new_i = {unpack(new_i, excess + 1)}
 end
 if newest < stored_us then newest = stored_us end
 local seconds = math.floor(newest / 1000000)

@@ -35,7 +35,7 @@ def validate_transactions(
     config = config or ValidationConfig()
     t0 = time.perf_counter()
     _say(progress, f"reading {path}")
-    raw = read_transactions(path, on_bad_values="null")
+    raw = read_transactions(path, on_bad_values="null", allow_empty=True)
     result = validate_raw(raw, config, source=str(path), progress=progress)
     result = dataclasses.replace(result, seconds=round(time.perf_counter() - t0, 2))
     if report_dir is not None:
