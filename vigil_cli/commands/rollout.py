@@ -29,11 +29,19 @@ class RolloutGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
-            return "start", self.commands["start"], args
+            return args[0], self.commands["start"], args
         return super().resolve_command(ctx, args)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "MODEL --version V [OPTIONS] | COMMAND [ARGS]")
+
+
+class StartCommand(click.Command):
+    """The hidden ``start`` command, whose usage reads as it is typed: ``vigil rollout MODEL``."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        parent = ctx.parent.command_path if ctx.parent else "rollout"
+        formatter.write_usage(parent, "MODEL --version V [OPTIONS]")
 
 
 @click.group(cls=RolloutGroup)
@@ -49,7 +57,7 @@ def _say(message: str) -> None:
     click.echo(message)
 
 
-@rollout.command("start", hidden=True)
+@rollout.command("start", cls=StartCommand, hidden=True)
 @click.argument("model_name")
 @click.option("--version", "version", type=click.IntRange(min=1), required=True,
               help="Registry version to roll out.")
