@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from rollout import Say, quiet
-from rollout.kserve import KServeTarget
+from rollout.kserve import ClusterTarget, KServeTarget
 from rollout.state import RolloutError
 from vigil.registry import CHAMPION, Registry
 from vigil.settings import RolloutHelmSettings, Settings
@@ -73,7 +73,7 @@ def rollback_values() -> dict[str, object]:
     return {"canary.trafficPercent": 0, "canary.enabled": False}
 
 
-class HelmTarget:
+class HelmTarget(ClusterTarget):
     """See the module docstring."""
 
     kind: Final = "helm"
@@ -103,20 +103,9 @@ class HelmTarget:
                 "namespace": c.namespace}
 
     @property
-    def prometheus_url(self) -> str | None:
-        return self.settings.rollout.prometheus_url
-
-    @property
-    def pushgateway_url(self) -> str | None:
-        return self.settings.rollout.pushgateway_url
-
-    @property
     def printing(self) -> bool:
         """True when helm is not installed: commands are printed, not run."""
         return self.binary is None
-
-    def supports_shadow(self) -> bool:
-        return False
 
     def run(self, values: Mapping[str, object], *, wait: bool = False) -> list[str]:
         command = upgrade_command(self.config, values, wait=wait,

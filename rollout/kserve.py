@@ -95,7 +95,25 @@ def version_of(predictor: Mapping[str, Any], container: str | None = None) -> in
     return int(label) if isinstance(label, str) and label.isdigit() else None
 
 
-class KServeTarget:
+class ClusterTarget:
+    """What the cluster targets (kserve, helm) share: the analysis reads the Prometheus and
+    Pushgateway named in settings, and there is no mirror in front of the pods (no shadow)."""
+
+    settings: Settings
+
+    @property
+    def prometheus_url(self) -> str | None:
+        return self.settings.rollout.prometheus_url
+
+    @property
+    def pushgateway_url(self) -> str | None:
+        return self.settings.rollout.pushgateway_url
+
+    def supports_shadow(self) -> bool:
+        return False
+
+
+class KServeTarget(ClusterTarget):
     """See the module docstring."""
 
     kind: Final = "kserve"
@@ -121,17 +139,6 @@ class KServeTarget:
     def params(self) -> dict[str, Any]:
         c = self.config
         return {"kind": self.kind, "namespace": c.namespace, "name": c.name, "mode": c.mode}
-
-    @property
-    def prometheus_url(self) -> str | None:
-        return self.settings.rollout.prometheus_url
-
-    @property
-    def pushgateway_url(self) -> str | None:
-        return self.settings.rollout.pushgateway_url
-
-    def supports_shadow(self) -> bool:
-        return False
 
     # ------------------------------------------------------------------ Kubernetes API
 
