@@ -38,6 +38,8 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from bench.common import DATA, percentiles, split_response
+
 DURATION_S = 30.0
 WARMUP_S = 2.0
 NORMAL_CLIENTS = 32
@@ -102,19 +104,10 @@ class _Attack(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        response = split_response(self.buffer)
+        if response is None:
             return
-        head = self.buffer[:end]
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(self.buffer) < end + 4 + length:
-            return
-        status = int(head[9:12])
-        self.buffer = self.buffer[end + 4 + length :]
+        status, self.buffer = response
         if self.sent_at >= self.shared["warm_until"]:
             statuses = self.shared["statuses"]
             statuses[status] = statuses.get(status, 0) + 1
@@ -157,8 +150,6 @@ async def _attack(host: str, port: int, terminal: str, day: str) -> dict[str, An
 
 def attack(host: str, port: int, terminal: str, day: str) -> dict[str, Any]:
     import uvloop
-
-    from bench.common import percentiles
 
     result = uvloop.run(_attack(host, port, terminal, day))
     statuses = result["statuses"]
@@ -329,7 +320,6 @@ def main() -> dict[str, Any]:
     import pandas as pd
 
     from bench import serving
-    from bench.common import DATA
     from inference.client import start_server
     from vigil.settings import RedisSettings
 

@@ -96,3 +96,20 @@ def handbook_data() -> Path:
         sim = simulate(config)
         write_daily(sim.transactions, folder, config.start_date, config.n_days)
     return folder
+
+
+def split_response(buffer: bytes) -> tuple[int, bytes] | None:
+    """The status of the first whole HTTP/1.1 response in ``buffer`` and the bytes after it,
+    or None while it is incomplete (the load generators' parser: Content-Length bodies only)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if len(buffer) < end + 4 + length:
+        return None
+    return int(head[9:12]), buffer[end + 4 + length :]

@@ -35,6 +35,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from bench.common import DATA, handbook_data, percentiles, split_response
+
 DURATION_S = 10.0
 WARMUP_S = 2.0
 CONCURRENCY = (1, 8, 32)
@@ -77,20 +79,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self.buffer[:end]
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(self.buffer) < end + 4 + length:
-                return
-            status = int(head[9:12])
-            self.buffer = self.buffer[end + 4 + length :]
+        while (response := split_response(self.buffer)) is not None:
+            status, self.buffer = response
             now = time.perf_counter()
             if self.sent_at >= self.warm_until:
                 self.latencies.append(now - self.sent_at)
@@ -136,8 +126,6 @@ def loadgen(host: str, port: int, path: str, bodies: list[str], concurrency: int
             duration_s: float, warmup_s: float) -> dict[str, Any]:
     """Closed-loop load; returns percentiles, requests/s and status counts."""
     import uvloop
-
-    from bench.common import percentiles
 
     requests = [
         (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -245,7 +233,6 @@ def _prepare(home: Path, project: str) -> tuple[Path, list[str], dict[str, Any]]
     import pandas as pd
     import yaml
 
-    from bench.common import handbook_data
     from feature_store.config import StoreConfig
     from feature_store.jobs import featurize, materialize
     from feature_store.names import FEATURE_SERVICE
@@ -315,7 +302,6 @@ def _batch_totals(url: str) -> tuple[float, float]:
 
 
 def main() -> dict[str, Any]:
-    from bench.common import DATA
     from inference.client import free_port, start_server
 
     project = f"vigil_bench_{uuid.uuid4().hex[:10]}"
