@@ -20,6 +20,7 @@ Two kinds of client:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import threading
@@ -161,6 +162,9 @@ _CLUSTER_ROUNDS = 4
 _TRYAGAIN_PAUSE_S = 0.01
 
 
+_KIND: Final = {MovedError: "MOVED", AskError: "ASK", NoScriptError: "NOSCRIPT"}
+
+
 def _reply(connection: Any) -> Any:
     """The next reply; an error reply as its exception, returned (it is read in full)."""
     try:
@@ -191,6 +195,8 @@ class ClusterConnection:
         self._scripts: dict[str, bytes] = {}
         self._local = threading.local()
         self._stale = False
+        #: Redirections followed, by kind (MOVED, ASK, NOSCRIPT, TRYAGAIN), and slot map reads.
+        self.redirected: collections.Counter[str] = collections.Counter()
 
     def script(self, text: str) -> str:
         """Register a script; its SHA1 for ``EVALSHA`` commands."""
@@ -229,6 +235,7 @@ class ClusterConnection:
         except RedisClusterException as e:
             raise redis.ConnectionError(f"redis cluster: cannot read the slot map: {e}") from e
         self._stale = False
+        self.redirected["refresh"] += 1
 
     def exchange(
         self, commands: Sequence[tuple[Any, ...]], *, wait: tuple[int, int] | None = None
@@ -256,11 +263,12 @@ class ClusterConnection:
                         f"writes on {', '.join(unconfirmed)}"
                     )
                 return replies
-            todo, asking = [], {}
+            asked, todo, asking = asking, [], {}
             pause = False
             for i in retry:
                 error = replies[i]
                 todo.append(i)
+                self.redirected[_KIND.get(type(error), "TRYAGAIN")] += 1
                 if isinstance(error, MovedError):
                     self._stale = True
                 elif isinstance(error, AskError):
@@ -273,6 +281,8 @@ class ClusterConnection:
                     sha = sending[i][1]
                     sha = sha.decode() if isinstance(sha, bytes) else sha
                     sending[i] = (b"EVAL", self._scripts[sha], *sending[i][2:])
+                    if i in asked:  # the script was missing on the node asked
+                        asking[i] = asked[i]
                 else:
                     pause = True
             if pause:

@@ -109,11 +109,11 @@ class RedisHistories:
         self.customer_key = KeyEncoder(n.CUSTOMER_ID, project)
         self.terminal_key = KeyEncoder(n.TERMINAL_ID, project)
         self._wait = (append_replicas, append_wait_ms) if append_replicas > 0 else None
-        self._cluster: ClusterConnection | None = None
+        self.cluster: ClusterConnection | None = None
         if isinstance(client, RedisCluster):
-            self._cluster = ClusterConnection(client)
+            self.cluster = ClusterConnection(client)
             self._sha = {
-                id(script): self._cluster.script(text)
+                id(script): self.cluster.script(text)
                 for script, text in ((self._cas, scripts.CAS), (self._append, scripts.APPEND),
                                      (self._snapshot, scripts.SNAPSHOT),
                                      (self._terminals, scripts.TERMINALS))
@@ -123,8 +123,8 @@ class RedisHistories:
 
     def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Commands in one round trip (per node on a cluster), their replies in order."""
-        if self._cluster is not None:
-            return self._cluster.exchange(commands)
+        if self.cluster is not None:
+            return self.cluster.exchange(commands)
         return self._direct.exchange(commands)
 
     def _run(
@@ -134,9 +134,9 @@ class RedisHistories:
         """``script`` once per (keys, args), pipelined (on a cluster, grouped by node: the keys
         of one call must share a hash slot); ``wait``: confirmed by ``append_replicas``."""
         waiting = self._wait if wait else None
-        if self._cluster is not None:
+        if self.cluster is not None:
             sha = self._sha[id(script)]
-            return self._cluster.exchange(
+            return self.cluster.exchange(
                 [(b"EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls], wait=waiting
             )
         pipe = self.client.pipeline(transaction=False)
@@ -158,7 +158,7 @@ class RedisHistories:
     def _slot_batches(self, keys: Sequence[bytes], size: int) -> list[list[int]]:
         """Positions of ``keys`` in script calls of at most ``size`` keys: consecutive on one
         server; on a cluster, keys of one hash slot per call."""
-        if self._cluster is None:
+        if self.cluster is None:
             return [list(range(lo, min(lo + size, len(keys)))) for lo in range(0, len(keys), size)]
         slots: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
@@ -298,8 +298,8 @@ class RedisHistories:
     def _read_customers(
         self, keys: list[bytes]
     ) -> dict[bytes, tuple[tuple[CustomerHistory, int] | None, bytes]]:
-        if self._cluster is not None:
-            replies = self._cluster.exchange(
+        if self.cluster is not None:
+            replies = self.cluster.exchange(
                 [(b"HMGET", key, *self._c_fields, self._c_ts) for key in keys]
             )
         else:
