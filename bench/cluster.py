@@ -144,10 +144,10 @@ def main() -> dict[str, Any]:
                     load_s[name].append(time.perf_counter() - t0)
             grown = _used_memory(cluster) - before
             keys = _keys(cluster) - keys_before
-            bounded_c = newest_rows(pa.Table.from_pandas(customers, preserve_index=False),
+            bounded_c = newest_rows(customers,
                                     [n.TX_TIMESTAMPS_US, n.TX_AMOUNTS, n.TX_IDS],
                                     single.limits.max_entries)
-            bounded_t = newest_rows(pa.Table.from_pandas(terminals, preserve_index=False),
+            bounded_t = newest_rows(terminals,
                                     [n.LABEL_AVAILABLE_US, n.LABEL_FRAUD],
                                     single.limits.max_entries)
             memory = _memory(cluster, clustered, bounded_c, bounded_t)

@@ -165,6 +165,10 @@ _TRYAGAIN_PAUSE_S = 0.01
 _KIND: Final = {MovedError: "MOVED", AskError: "ASK", NoScriptError: "NOSCRIPT"}
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _reply(connection: Any) -> Any:
     """The next reply; an error reply as its exception, returned (it is read in full)."""
     try:
@@ -182,8 +186,8 @@ class ClusterConnection:
 
     Redirections are followed, up to ``_CLUSTER_ROUNDS`` rounds: ``MOVED`` (the slot map is
     read again, then the command resent), ``ASK`` (resent to the node named, after
-    ``ASKING``), ``NOSCRIPT`` (resent as ``EVAL`` with the script's text, which also caches it
-    on that node) and ``TRYAGAIN``. Any other error reply is raised once every reply is read;
+    ``ASKING``), ``NOSCRIPT`` (``SCRIPT LOAD`` once on that node, then the ``EVALSHA`` resent)
+    and ``TRYAGAIN``. Any other error reply is raised once every reply is read;
     a connection error closes this exchange's connections (none holds half a reply), marks the
     slot map stale (read again before the next exchange: a failover moves slots) and is raised.
 
@@ -244,6 +248,7 @@ class ClusterConnection:
         sending = list(commands)
         todo = list(range(len(commands)))
         asking: dict[int, ClusterNode] = {}
+        missing: set[str] = set()  # scripts some node did not have: loaded before resending
         for _ in range(_CLUSTER_ROUNDS):
             if self._stale:
                 self._refresh()
@@ -253,7 +258,8 @@ class ClusterConnection:
                 groups.setdefault(node.name, (node, []))[1].append(i)
             if not groups and wait is None:
                 return replies
-            retry, unconfirmed, failure = self._round(sending, groups, asking, replies, wait)
+            retry, unconfirmed, failure = self._round(sending, groups, asking, replies, wait,
+                                                      missing)
             if failure is not None:
                 raise failure
             if not retry:
@@ -279,8 +285,7 @@ class ClusterConnection:
                         asking[i] = target
                 elif isinstance(error, NoScriptError):
                     sha = sending[i][1]
-                    sha = sha.decode() if isinstance(sha, bytes) else sha
-                    sending[i] = (b"EVAL", self._scripts[sha], *sending[i][2:])
+                    missing.add(sha.decode() if isinstance(sha, bytes) else sha)
                     if i in asked:  # the script was missing on the node asked
                         asking[i] = asked[i]
                 else:
@@ -299,15 +304,24 @@ class ClusterConnection:
         asking: dict[int, ClusterNode],
         replies: list[Any],
         wait: tuple[int, int] | None,
+        missing: set[str],
     ) -> tuple[list[int], list[str], BaseException | None]:
-        """Send every group, then read every reply: (commands to resend, nodes whose WAIT fell
-        short, the first other error)."""
+        """Send every group (after ``SCRIPT LOAD`` of the ``missing`` scripts it calls), then
+        read every reply: (commands to resend, nodes whose WAIT fell short, the first other
+        error)."""
         used: list[Any] = []
+        loads: list[int] = []
         try:
             for node, indices in groups.values():
                 connection = self._connection(node)
                 used.append(connection)
                 packed: list[tuple[Any, ...]] = []
+                if missing:
+                    called = {_text(sending[i][1]) for i in indices
+                              if _text(sending[i][0]).upper() == "EVALSHA"}
+                    packed += [(b"SCRIPT", b"LOAD", self._scripts[sha])
+                               for sha in sorted(called & missing)]
+                loads.append(len(packed))
                 for i in indices:
                     if i in asking:
                         packed.append((b"ASKING",))
@@ -319,7 +333,12 @@ class ClusterConnection:
             retry: list[int] = []
             unconfirmed: list[str] = []
             failure: BaseException | None = None
-            for connection, (node, indices) in zip(used, groups.values(), strict=True):
+            for connection, load, (node, indices) in zip(used, loads, groups.values(),
+                                                         strict=True):
+                for _ in range(load):
+                    loaded = _reply(connection)
+                    if isinstance(loaded, ResponseError) and failure is None:
+                        failure = loaded
                 for i in indices:
                     if i in asking:
                         _reply(connection)
