@@ -395,19 +395,29 @@ class RedisHistories:
 
     def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 2_500) -> int:
         """Load a batch snapshot of terminal labels (replaces the previous one), by a script
-        hundreds of keys per call; each chunk is sent while the next one is encoded. Each
+        hundreds of keys per call (on a cluster, ``HSET`` per key, pipelined per node); each
+        chunk is sent while the next one is encoded. Each
         terminal keeps its newest ``limits.max_entries`` labels."""
         table = newest_rows(_as_table(snapshot), _TERMINAL_LISTS, self.limits.max_entries)
         ids = table.column(n.TERMINAL_ID).to_pylist()
         cutoffs = _column_us(table.column(n.EVENT_TIMESTAMP)).tolist()
         a_field, f_field = self._t_fields
         with ThreadPoolExecutor(max_workers=1) as sender:
-            sent = []
+            sent: list[Future[list[Any]]] = []
             for start in range(0, len(ids), chunk):
                 part = table.slice(start, chunk)
                 available = wire.encode_int64_lists(part.column(n.LABEL_AVAILABLE_US))
                 fraud = wire.encode_int64_lists(part.column(n.LABEL_FRAUD))
                 keys = [self.terminal_key(str(tid)) for tid in ids[start : start + chunk]]
+                if self.cluster is not None:
+                    # a slot rarely holds two of a chunk's keys: one HSET per key, no script
+                    commands = [
+                        (b"HSET", key, a_field, available[i], f_field, fraud[i], self._t_ts,
+                         timestamp_bytes(cutoffs[start + i]))
+                        for i, key in enumerate(keys)
+                    ]
+                    sent.append(sender.submit(self.cluster.exchange, commands))
+                    continue
                 calls: list[tuple[list[bytes], list[bytes]]] = []
                 for rows in self._slot_batches(keys, _SNAPSHOT_KEYS_PER_CALL):
                     args: list[bytes] = [a_field, f_field, self._t_ts]
