@@ -205,6 +205,11 @@ def main() -> dict[str, Any]:
         "setup": "single: redis-server 127.0.0.1:6379 (no replica); cluster: 3 primaries + 3 "
                  "replicas (redis-server 7.0, cluster-enabled) on the same 2 cores",
         "rows": {"customers": len(customers), "terminals": len(terminals)},
+        "data": {"transactions": len(tx), "days": int(tx[c.TX_DATETIME].dt.normalize().nunique()),
+                 "customers": int(tx[c.CUSTOMER_ID].nunique()),
+                 "terminals": int(tx[c.TERMINAL_ID].nunique()),
+                 "snapshot_arrow_bytes": {"customers": customers.nbytes,
+                                          "terminals": terminals.nbytes}},
         "materialize_seconds": load_s,
         "read_latency": reads,
         "append_latency": writes,
