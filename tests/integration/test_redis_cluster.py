@@ -289,6 +289,8 @@ def test_serving_keeps_answering_while_a_primary_fails_over(
             time.sleep(0.02)
         during = answers[killed_at:]
         assert all(a["predictions"][0]["decision"] in ("fraud", "legit") for a in during)
+        # the kill was felt: reads that needed the dead primary were answered degraded
+        assert any(a["degraded"] for a in during)
         # the killed node comes back as a replica: every scored transaction reaches its history
         cluster.start_node(victim)
         cluster.wait_ready()
