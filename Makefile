@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= data/fraud
 PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
-TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server \
+TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server redis-cli=redis-tools \
 	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
 	prometheus-alertmanager=prometheus-alertmanager
 PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench

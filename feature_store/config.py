@@ -23,8 +23,9 @@ class StoreConfig:
     repo_path: Path
     #: Feast project (namespaces the keys of the online store).
     project: str
-    #: redis://[:password@]host:port/db of the online store. (Timeouts belong to each use:
-    #: the serving read budget is the server's, a materialization's is its job's.)
+    #: redis://[:password@]host:port/db of the online store, or redis+cluster://[:password@]
+    #: host:port,host:port of a Redis Cluster (``RedisSettings.online_url``). (Timeouts belong
+    #: to each use: the serving read budget is the server's, a materialization's is its job's.)
     redis_url: str
     #: Bounds of one entity's online history and of one append call.
     limits: HistoryLimits = dataclasses.field(default_factory=HistoryLimits)
@@ -34,7 +35,7 @@ class StoreConfig:
         return cls(
             repo_path=(settings.home / REPO_FOLDER).resolve(),
             project=settings.features.project,
-            redis_url=settings.redis.url,
+            redis_url=settings.redis.online_url,
             limits=HistoryLimits.from_settings(settings.redis),
         )
 

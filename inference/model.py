@@ -26,6 +26,7 @@ import redis
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 from prometheus_client import Counter
+from redis.cluster import RedisCluster
 
 from feature_store.online import HistoryLimits
 from inference.batching import MicroBatcher, Overloaded
@@ -60,11 +61,14 @@ class ServingOptions:
     model_name: str
     #: Registry version to serve; None: the champion.
     version: int | None
+    #: The online store's address (a ``redis+cluster://`` one on Redis Cluster).
     redis_url: str
     #: Budget of one online read on the response path.
     redis_timeout_s: float
     #: Socket timeout of the near-real-time appends (off the response path).
     append_timeout_s: float
+    #: Replicas that must confirm each append (Redis WAIT); unconfirmed appends are retried.
+    append_replicas: int
     project: str
     #: Inference log folder or object-storage URI.
     log_root: str
@@ -93,9 +97,10 @@ class ServingOptions:
         return cls(
             model_name=settings.registry.model_name,
             version=version,
-            redis_url=store.url,
+            redis_url=store.online_url,
             redis_timeout_s=store.timeout_ms / 1000,
             append_timeout_s=store.append_timeout_ms / 1000,
+            append_replicas=store.replicas_per_append,
             project=settings.features.project,
             log_root=settings.inference_log_root,
             log_rotate_rows=serving.log_rotate_rows,
@@ -152,8 +157,8 @@ class FraudModel(Model):
         self.scorer: Scorer | None = None
         self.batcher: MicroBatcher | None = None
         self.inference_log: InferenceLog | None = None
-        self.client: redis.Redis | None = None
-        self.append_client: redis.Redis | None = None
+        self.client: redis.Redis | RedisCluster | None = None
+        self.append_client: redis.Redis | RedisCluster | None = None
         self.appender: Appender | None = None
         self._m_shed: dict[str, Counter] = {}
         self._stop = threading.Event()
@@ -181,7 +186,8 @@ class FraudModel(Model):
         )
         # Appends run off the response path: their own connection and a looser timeout.
         self.append_client, append_histories = serving_histories(
-            o.redis_url, o.append_timeout_s, o.project, o.history
+            o.redis_url, o.append_timeout_s, o.project, o.history,
+            append_replicas=o.append_replicas,
         )
         self.appender = Appender(
             append_histories, model_name=card.name, retry_after_s=o.retry_after_s,

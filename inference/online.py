@@ -14,12 +14,17 @@ already there (an asyncio timer does), and the read costs less CPU than through
 from __future__ import annotations
 
 import redis
+from redis.cluster import RedisCluster
 
 from feature_store.online import HistoryLimits, RedisHistories, redis_client
 
 
 def serving_histories(
-    url: str, timeout_s: float, project: str, limits: HistoryLimits
-) -> tuple[redis.Redis, RedisHistories]:
+    url: str, timeout_s: float, project: str, limits: HistoryLimits, *, append_replicas: int = 0
+) -> tuple[redis.Redis | RedisCluster, RedisHistories]:
+    """A serving client of ``url`` and its histories; ``append_replicas`` > 0: every append
+    waits (Redis WAIT, half the socket timeout) for that many replicas to confirm it."""
     client = redis_client(url, timeout_s, serving=True)
-    return client, RedisHistories(client, project, limits=limits)
+    wait_ms = max(1, int(timeout_s * 1000 / 2))
+    return client, RedisHistories(client, project, limits=limits,
+                                  append_replicas=append_replicas, append_wait_ms=wait_ms)

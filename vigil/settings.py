@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
@@ -34,6 +35,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -66,9 +68,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: A cluster node's address.
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>[0-9]{1,5})$")
+
+
 class RedisSettings(StrictModel):
-    #: redis://[:password@]host:port/db of the online store.
+    #: redis://[:password@]host:port/db of the online store. On a cluster only its password
+    #: and scheme (``rediss``: TLS) are used; its database must be 0.
     url: str = "redis://127.0.0.1:6379/0"
+    #: ``redis``: one server (or a primary with replicas) at ``url``; ``redis_cluster``: Redis
+    #: Cluster, discovered from ``cluster_nodes`` (Feast's ``redis_type``).
+    type: Literal["redis", "redis_cluster"] = "redis"
+    #: host:port of cluster nodes to discover the cluster from (one reachable node is enough;
+    #: list several). Environment: comma-separated.
+    cluster_nodes: Annotated[tuple[str, ...], NoDecode] = ()
+    #: Replicas that must confirm each near-real-time append (Redis ``WAIT``) before it counts
+    #: as done; an unconfirmed append stays queued and is retried, so a failover loses none.
+    #: Unset: 1 on a cluster, 0 on one server.
+    append_replicas: int | None = Field(default=None, ge=0, le=16)
     #: Budget of one online feature read on the serving path; beyond it, serving degrades.
     timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
     #: Socket timeout of the near-real-time appends (off the response path).
@@ -89,6 +106,60 @@ class RedisSettings(StrictModel):
         if bound is not None and value > bound:
             raise ValueError(f"must not exceed history_max_entries ({bound})")
         return value
+
+    @field_validator("cluster_nodes", mode="before")
+    @classmethod
+    def _parse_nodes(cls, value: Any) -> Any:
+        """``h1:7000,h2:7000`` (or ``[...]``, ``(...)``, items quoted) from a variable, or a
+        list from a file."""
+        if isinstance(value, str):
+            parts = (part.strip().strip("'\"") for part in value.strip().strip("[]()").split(","))
+            return tuple(part for part in parts if part)
+        return value
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _check_nodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for node in value:
+            match = _HOST_PORT.match(node)
+            if match is None or not 1 <= int(match["port"]) <= 65535:
+                raise ValueError(f"cluster node {node!r}: expected host:port (port 1..65535)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_type(self) -> RedisSettings:
+        if self.type == "redis_cluster":
+            if not self.cluster_nodes:
+                raise ValueError("type redis_cluster needs cluster_nodes (host:port, ...)")
+            db = urlparse(self.url).path.lstrip("/") or "0"
+            if db != "0":
+                raise ValueError(f"type redis_cluster: url's database must be 0, got {db!r} "
+                                 "(a cluster has one database)")
+        elif self.cluster_nodes:
+            raise ValueError("cluster_nodes is set but type is 'redis': set type redis_cluster "
+                             "or remove cluster_nodes")
+        return self
+
+    @property
+    def replicas_per_append(self) -> int:
+        """``append_replicas``, or its default: 1 on a cluster, 0 on one server."""
+        if self.append_replicas is not None:
+            return self.append_replicas
+        return 1 if self.type == "redis_cluster" else 0
+
+    @property
+    def online_url(self) -> str:
+        """The online store's address as :func:`feature_store.online.redis_client` takes it:
+        ``url`` for one server; for a cluster ``redis+cluster://[:password@]h1:p1,h2:p2``
+        (``rediss+cluster`` for TLS)."""
+        if self.type == "redis":
+            return self.url
+        parsed = urlparse(self.url)
+        scheme = "rediss" if parsed.scheme == "rediss" else "redis"
+        auth = ""
+        if parsed.password is not None:
+            auth = f"{parsed.username or ''}:{parsed.password}@"
+        return f"{scheme}+cluster://{auth}{','.join(self.cluster_nodes)}"
 
 
 class RegistrySettings(StrictModel):

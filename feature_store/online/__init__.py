@@ -12,7 +12,8 @@ One concept per module:
 * :mod:`~feature_store.online.scripts` and ``lua/`` — the Lua scripts run inside Redis (append,
   compare-and-set, snapshot loads), package files read once;
 * :mod:`~feature_store.online.connection` — Redis clients (the one constructor, with its
-  serving variant) and the serving read path's direct pipeline;
+  serving variant; one server or Redis Cluster) and the direct pipelines of one server and of
+  a cluster (routed by hash slot, one round trip per node);
 * :mod:`~feature_store.online.redis_histories` — :class:`RedisHistories`, the fast path in
   Feast's Redis layout (one round trip per request batch, atomic appends);
 * :mod:`~feature_store.online.feast_histories` — :class:`FeastHistories`, the same through

@@ -14,6 +14,14 @@ written with each entity's newest ``max_entries`` entries, appends keep at most 
 reads never hand out more, and one call of the append script carries at most
 ``append_max_events`` transactions (a customer's backlog is split into several calls), so no
 call holds Redis for longer than a bounded time, whatever one card sends.
+
+On Redis Cluster (a ``RedisCluster`` client) the same commands go through
+:class:`~feature_store.online.connection.ClusterConnection`: every script call's keys share one
+hash slot (a snapshot chunk is split by slot), each node's commands are pipelined, and reads
+stay one round trip (per node, concurrently). ``append_replicas`` > 0 ends every append with
+``WAIT``: an append not confirmed by that many replicas raises
+:class:`~feature_store.online.connection.NotReplicatedError` (the caller keeps it queued and
+retries; appends are idempotent), so a confirmed append survives its primary's failover.
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.crc import key_slot
 
 from feature_store import names as n
 from feature_store import wire
@@ -41,7 +52,7 @@ from feature_store.online.codec import (
     timestamp_field,
     timestamp_us,
 )
-from feature_store.online.connection import DirectConnection
+from feature_store.online.connection import ClusterConnection, DirectConnection, NotReplicatedError
 from feature_store.online.history_store import OnlineRead, Status, status
 from feature_store.online.limits import HistoryLimits, newest, newest_labels, newest_rows
 from feature_store.online.merge import HISTORY_SLACK_US, append_events
@@ -68,14 +79,18 @@ class RedisHistories:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         project: str,
         spec: FeatureSpec = DEFAULT_SPEC,
         *,
         customer_ttl_us: int | None = None,
         terminal_ttl_us: int | None = None,
         limits: HistoryLimits | None = None,
+        append_replicas: int = 0,
+        append_wait_ms: int = 500,
     ):
+        """``append_replicas``: replicas that must confirm each append within
+        ``append_wait_ms`` (see the module docstring)."""
         self.client = client
         self.project = project
         self.spec = spec
@@ -86,13 +101,69 @@ class RedisHistories:
         self._c_ts = timestamp_field(n.CUSTOMER_HISTORY)
         self._t_fields = [field_name(n.TERMINAL_HISTORY, f) for f in n.TERMINAL_HISTORY_FIELDS]
         self._t_ts = timestamp_field(n.TERMINAL_HISTORY)
-        self._cas = client.register_script(scripts.CAS)
-        self._append = client.register_script(scripts.APPEND)
-        self._snapshot = client.register_script(scripts.SNAPSHOT)
-        self._terminals = client.register_script(scripts.TERMINALS)
+        registrar = cast(redis.Redis, client)  # RedisCluster registers them alike
+        self._cas = registrar.register_script(scripts.CAS)
+        self._append = registrar.register_script(scripts.APPEND)
+        self._snapshot = registrar.register_script(scripts.SNAPSHOT)
+        self._terminals = registrar.register_script(scripts.TERMINALS)
         self.customer_key = KeyEncoder(n.CUSTOMER_ID, project)
         self.terminal_key = KeyEncoder(n.TERMINAL_ID, project)
-        self._direct = DirectConnection(client)
+        self._wait = (append_replicas, append_wait_ms) if append_replicas > 0 else None
+        self.cluster: ClusterConnection | None = None
+        if isinstance(client, RedisCluster):
+            self.cluster = ClusterConnection(client)
+            self._sha = {
+                id(script): self.cluster.script(text)
+                for script, text in ((self._cas, scripts.CAS), (self._append, scripts.APPEND),
+                                     (self._snapshot, scripts.SNAPSHOT),
+                                     (self._terminals, scripts.TERMINALS))
+            }
+        else:
+            self._direct = DirectConnection(client)
+
+    def _exchange(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one round trip (per node on a cluster), their replies in order."""
+        if self.cluster is not None:
+            return self.cluster.exchange(commands)
+        return self._direct.exchange(commands)
+
+    def _run(
+        self, script: Script, calls: Sequence[tuple[list[bytes], Sequence[Any]]],
+        *, wait: bool = False,
+    ) -> list[Any]:
+        """``script`` once per (keys, args), pipelined (on a cluster, grouped by node: the keys
+        of one call must share a hash slot); ``wait``: confirmed by ``append_replicas``."""
+        waiting = self._wait if wait else None
+        if self.cluster is not None:
+            sha = self._sha[id(script)]
+            return self.cluster.exchange(
+                [(b"EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls], wait=waiting
+            )
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        if waiting is not None:
+            pipe.execute_command("WAIT", *waiting)
+        if not calls and waiting is None:
+            return []
+        results = pipe.execute()
+        if waiting is not None:
+            acknowledged = results.pop()
+            if acknowledged < waiting[0]:
+                raise NotReplicatedError(
+                    f"WAIT: {acknowledged} of {waiting[0]} replicas confirmed the append"
+                )
+        return results
+
+    def _slot_batches(self, keys: Sequence[bytes], size: int) -> list[list[int]]:
+        """Positions of ``keys`` in script calls of at most ``size`` keys: consecutive on one
+        server; on a cluster, keys of one hash slot per call."""
+        if self.cluster is None:
+            return [list(range(lo, min(lo + size, len(keys)))) for lo in range(0, len(keys), size)]
+        slots: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            slots.setdefault(key_slot(key), []).append(i)
+        return [rows[lo : lo + size] for rows in slots.values() for lo in range(0, len(rows), size)]
 
     # reads ----------------------------------------------------------------------------------
     def read(self, requests: Sequence[OnlineRequest]) -> OnlineRead:
@@ -102,7 +173,7 @@ class RedisHistories:
         ]
         c_keys = list(dict.fromkeys(ck for ck, _ in pairs))
         t_keys = list(dict.fromkeys(tk for _, tk in pairs))
-        replies = self._direct.exchange(
+        replies = self._exchange(
             [(b"HMGET", key, *self._c_fields, self._c_ts) for key in c_keys]
             + [(b"HMGET", key, *self._t_fields, self._t_ts) for key in t_keys]
         )
@@ -173,19 +244,17 @@ class RedisHistories:
             )
         keep_us = self.spec.customer_horizon_us + HISTORY_SLACK_US
         step, bound = self.limits.append_max_events, self.limits.max_entries
-        pipe = self.client.pipeline(transaction=False)
         scripted = [k for k, evs in events.items() if all(t in APPEND_TIME_US for t, _, _ in evs)]
-        calls: list[bytes] = []
+        calls: list[tuple[list[bytes], list[bytes | int | str]]] = []
         for key in scripted:
             evs = events[key]
             for start in range(0, len(evs), step):
                 args: list[bytes | int | str] = [*self._c_fields, self._c_ts, keep_us, bound]
                 for time_us, amount, tid in evs[start : start + step]:
                     args += [time_us, _DOUBLE.pack(amount), tid]
-                self._append(keys=[key], args=args, client=pipe)
-                calls.append(key)
-        refused = {k for k, ok in zip(calls, pipe.execute() if calls else [], strict=True)
-                   if not ok}
+                calls.append(([key], args))
+        results = self._run(self._append, calls, wait=True) if calls else []
+        refused = {keys[0] for (keys, _), ok in zip(calls, results, strict=True) if not ok}
         done = set(scripted) - refused
         # A customer any call refused goes through compare-and-set with all its events: what
         # an earlier call of it wrote is skipped there as known.
@@ -204,8 +273,8 @@ class RedisHistories:
             current = {k: (read.stored.get(k), read.tokens.get(k, b"")) for k in events}
         pending = dict(events)
         for _ in range(_CAS_RETRIES):
-            pipe = self.client.pipeline(transaction=False)
             order = list(pending)
+            calls: list[tuple[list[bytes], list[bytes]]] = []
             for key in order:
                 stored, token = current[key]
                 base, stored_us = stored if stored else (CustomerHistory.empty(), 0)
@@ -217,8 +286,8 @@ class RedisHistories:
                 for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
                     args += [name, value]
                 args += [self._c_ts, timestamp_bytes(max(stored_us, latest))]
-                self._cas(keys=[key], args=args, client=pipe)
-            results = pipe.execute()
+                calls.append(([key], args))
+            results = self._run(self._cas, calls, wait=True)
             failed = [k for k, ok in zip(order, results, strict=True) if not ok]
             if not failed:
                 return
@@ -229,11 +298,17 @@ class RedisHistories:
     def _read_customers(
         self, keys: list[bytes]
     ) -> dict[bytes, tuple[tuple[CustomerHistory, int] | None, bytes]]:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, [*self._c_fields, self._c_ts])
+        if self.cluster is not None:
+            replies = self.cluster.exchange(
+                [(b"HMGET", key, *self._c_fields, self._c_ts) for key in keys]
+            )
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, [*self._c_fields, self._c_ts])
+            replies = pipe.execute()
         out: dict[bytes, tuple[tuple[CustomerHistory, int] | None, bytes]] = {}
-        for key, (times, amounts, ids, ts) in zip(keys, pipe.execute(), strict=True):
+        for key, (times, amounts, ids, ts) in zip(keys, replies, strict=True):
             if times is None or amounts is None or ids is None or ts is None:
                 out[key] = (None, ids or b"")
             else:
@@ -254,7 +329,8 @@ class RedisHistories:
         table = newest_rows(_as_table(snapshot), _CUSTOMER_LISTS, self.limits.max_entries)
         ids = table.column(n.CUSTOMER_ID).to_pylist()
         cutoffs = _column_us(table.column(n.EVENT_TIMESTAMP))
-        sent: list[tuple[Future[list[Any]], range, pa.Table, list[bytes], list[int]]] = []
+        sent: list[tuple[Future[list[Any]], list[list[int]], pa.Table, list[bytes], list[int]]]
+        sent = []
         with ThreadPoolExecutor(max_workers=1) as sender:
             for start in range(0, len(ids), chunk):
                 part = table.slice(start, chunk)
@@ -263,12 +339,11 @@ class RedisHistories:
                 tids = wire.encode_string_lists(part.column(n.TX_IDS))
                 keys = [self.customer_key(str(i)) for i in ids[start : start + chunk]]
                 part_cutoffs = cutoffs[start : start + chunk].tolist()
-                pipe = self.client.pipeline(transaction=False)
-                batches = range(0, len(keys), _SNAPSHOT_KEYS_PER_CALL)
-                for lo in batches:
-                    hi = min(lo + _SNAPSHOT_KEYS_PER_CALL, len(keys))
+                batches = self._slot_batches(keys, _SNAPSHOT_KEYS_PER_CALL)
+                calls: list[tuple[list[bytes], list[bytes | int]]] = []
+                for rows in batches:
                     args: list[bytes | int] = [*self._c_fields, self._c_ts]
-                    for i in range(lo, hi):
+                    for i in rows:
                         cutoff_us = part_cutoffs[i]
                         args += [
                             times[i],
@@ -278,12 +353,13 @@ class RedisHistories:
                             cutoff_us // 1_000_000,
                             (cutoff_us % 1_000_000) * 1000,
                         ]
-                    self._snapshot(keys=keys[lo:hi], args=args, client=pipe)
-                sent.append((sender.submit(pipe.execute), batches, part, keys, part_cutoffs))
+                    calls.append(([keys[i] for i in rows], args))
+                future = sender.submit(self._run, self._snapshot, calls)
+                sent.append((future, batches, part, keys, part_cutoffs))
         for future, batches, part, keys, part_cutoffs in sent:
-            for lo, skipped in zip(batches, future.result(), strict=True):
+            for rows, skipped in zip(batches, future.result(), strict=True):
                 for k in skipped:
-                    row = lo + int(k) - 1
+                    row = rows[int(k) - 1]
                     self._merge_snapshot_row(keys[row], part, row, part_cutoffs[row])
         return len(ids)
 
@@ -313,33 +389,42 @@ class RedisHistories:
             for name, value in zip(self._c_fields, encode_customer(merged), strict=True):
                 args += [name, value]
             args += [self._c_ts, timestamp_bytes(max(cutoff_us, stored_us))]
-            if self._cas(keys=[key], args=args):
+            if self._run(self._cas, [([key], args)])[0]:
                 return
         raise redis.WatchError(f"could not merge the snapshot of {key!r}")
 
     def write_terminal_snapshot(self, snapshot: pa.Table | pd.DataFrame, chunk: int = 2_500) -> int:
         """Load a batch snapshot of terminal labels (replaces the previous one), by a script
-        hundreds of keys per call; each chunk is sent while the next one is encoded. Each
+        hundreds of keys per call (on a cluster, ``HSET`` per key, pipelined per node); each
+        chunk is sent while the next one is encoded. Each
         terminal keeps its newest ``limits.max_entries`` labels."""
         table = newest_rows(_as_table(snapshot), _TERMINAL_LISTS, self.limits.max_entries)
         ids = table.column(n.TERMINAL_ID).to_pylist()
         cutoffs = _column_us(table.column(n.EVENT_TIMESTAMP)).tolist()
         a_field, f_field = self._t_fields
         with ThreadPoolExecutor(max_workers=1) as sender:
-            sent = []
+            sent: list[Future[list[Any]]] = []
             for start in range(0, len(ids), chunk):
                 part = table.slice(start, chunk)
                 available = wire.encode_int64_lists(part.column(n.LABEL_AVAILABLE_US))
                 fraud = wire.encode_int64_lists(part.column(n.LABEL_FRAUD))
                 keys = [self.terminal_key(str(tid)) for tid in ids[start : start + chunk]]
-                pipe = self.client.pipeline(transaction=False)
-                for lo in range(0, len(keys), _SNAPSHOT_KEYS_PER_CALL):
-                    hi = min(lo + _SNAPSHOT_KEYS_PER_CALL, len(keys))
+                if self.cluster is not None:
+                    # a slot rarely holds two of a chunk's keys: one HSET per key, no script
+                    commands = [
+                        (b"HSET", key, a_field, available[i], f_field, fraud[i], self._t_ts,
+                         timestamp_bytes(cutoffs[start + i]))
+                        for i, key in enumerate(keys)
+                    ]
+                    sent.append(sender.submit(self.cluster.exchange, commands))
+                    continue
+                calls: list[tuple[list[bytes], list[bytes]]] = []
+                for rows in self._slot_batches(keys, _SNAPSHOT_KEYS_PER_CALL):
                     args: list[bytes] = [a_field, f_field, self._t_ts]
-                    for i in range(lo, hi):
+                    for i in rows:
                         args += [available[i], fraud[i], timestamp_bytes(cutoffs[start + i])]
-                    self._terminals(keys=keys[lo:hi], args=args, client=pipe)
-                sent.append(sender.submit(pipe.execute))
+                    calls.append(([keys[i] for i in rows], args))
+                sent.append(sender.submit(self._run, self._terminals, calls))
             for future in sent:
                 future.result()
         return len(ids)

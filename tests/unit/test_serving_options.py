@@ -49,7 +49,7 @@ def test_options_come_from_the_settings(tmp_path):
     log_root = (tmp_path / "inference_log" / "scorer").resolve()
     assert options == ServingOptions(
         model_name="scorer", version=3, redis_url="redis://10.0.0.5:6380/2",
-        redis_timeout_s=0.035, append_timeout_s=0.25, project="other",
+        redis_timeout_s=0.035, append_timeout_s=0.25, append_replicas=0, project="other",
         log_root=str(log_root), log_rotate_rows=99, log_rotate_seconds=9.0,
         limits=Limits(max_instances=12, max_future_skew_s=7.5), retry_after_s=2.0, max_batch=64,
         max_batch_per_customer=4, max_queued_transactions=500, max_queued_per_customer=20,
