@@ -24,6 +24,8 @@ COMMANDS = {
     "models": ("vigil_cli.commands.models:models", "List, promote and roll back models."),
     "benchmark": ("vigil_cli.commands.benchmark:benchmark", "Reproduce the handbook benchmark."),
     "serve": ("vigil_cli.commands.serve:serve", "Serve a model over HTTP (KServe)."),
+    "drift": ("vigil_cli.commands.drift:drift",
+              "Data drift of served traffic (Evidently), pushed to Prometheus."),
     "rollout": ("vigil_cli.commands.rollout:rollout",
                 "Canary rollouts promoted or rolled back by Prometheus."),
 }
