@@ -1,0 +1,121 @@
+"""``vigil drift`` end to end: a registered model, its training set, inference logs of undrifted
+and drifted (simulator scenario) traffic, a real Pushgateway; what Prometheus would scrape."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from drift_support import (
+    FEATURES,
+    SERVED_START,
+    THRESHOLD,
+    TRAIN_END,
+    TRAIN_START,
+    booster,
+    days,
+    features,
+    scored,
+    write_log,
+)
+from monitoring_env import pushgateway, samples
+
+from feature_store.names import FEATURE_SERVICE
+from vigil.data.drift import AMOUNT_INFLATION
+from vigil.registry import Registry
+from vigil.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+SERVED_END = date(2018, 6, 13)
+WINDOW = f"{SERVED_START}..{SERVED_END}"
+M = 'model_name="fraud"'
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with pushgateway(tmp_path_factory.mktemp("pushgateway")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with the champion, the training features (all days: the job keeps the
+    champion's training window) and two inference logs of the served period."""
+    home = tmp_path_factory.mktemp("drift_home")
+    settings = load_settings(env={"VIGIL_HOME": str(home)})
+    card = Registry.from_settings(settings).register_model(
+        booster(), name="fraud", threshold=THRESHOLD, feature_service=FEATURE_SERVICE,
+        data_range=(TRAIN_START, TRAIN_END), metrics={"auc_roc": 0.5}, alias="champion",
+    )
+    (home / "reference").mkdir()
+    features().to_parquet(home / "reference" / "features.parquet", index=False)
+    for name, scenario in (("log_ok", None), ("log_drift", AMOUNT_INFLATION)):
+        served = scored(days(features(scenario), SERVED_START, SERVED_END))
+        write_log(served, home / name, "fraud", card.version)
+    return home
+
+
+def _drift(run_vigil: Callable[..., object], home: Path, gateway: str, log: str,
+           window: str) -> object:
+    return run_vigil("drift", "fraud", "--log", home / log, "--reference", home / "reference",
+                     "--current", window, "--pushgateway", gateway, "--out", home / "reports")
+
+
+def test_undrifted_then_drifted_traffic(run_vigil, monkeypatch, home: Path, gateway: str) -> None:
+    monkeypatch.setenv("VIGIL_HOME", str(home))
+    started = time.time()
+    result = _drift(run_vigil, home, gateway, "log_ok", WINDOW)
+    assert result.exit_code == 0, result.stderr
+    assert "drifted features: 0/" in result.stdout
+    got = samples(gateway, "vigil_drift_")
+    reference_rows = len(days(features(), TRAIN_START, TRAIN_END))
+    current_rows = len(days(features(), SERVED_START, SERVED_END))
+    assert got[f'vigil_drift_rows{{dataset="reference",{M}}}'] == reference_rows
+    assert got[f'vigil_drift_rows{{dataset="current",{M}}}'] == current_rows
+    assert got[f"vigil_drift_dataset_drift_detected{{{M}}}"] == 0
+    assert got[f"vigil_drift_score_drift_detected{{{M}}}"] == 0
+    detected = {k: v for k, v in got.items() if k.startswith("vigil_drift_feature_detected")}
+    assert len(detected) == len(FEATURES) and set(detected.values()) == {0.0}
+    assert got[f"vigil_drift_last_success_timestamp_seconds{{{M}}}"] >= started - 1
+    assert got[f"vigil_drift_enough_data{{{M}}}"] == 1
+
+    result = _drift(run_vigil, home, gateway, "log_drift", "7d")
+    assert result.exit_code == 0, result.stderr
+    got = samples(gateway, "vigil_drift_")
+    assert got[f'vigil_drift_feature_detected{{feature="TX_AMOUNT",{M}}}'] == 1
+    assert got[f'vigil_drift_feature_detected{{feature="TX_DURING_NIGHT",{M}}}'] == 0
+    assert got[f"vigil_drift_score_drift_detected{{{M}}}"] == 1
+    assert got[f"vigil_drift_drifted_features_share{{{M}}}"] > 0.2
+    # 7d: the last seven days up to the newest logged transaction.
+    last_week = len(days(features(AMOUNT_INFLATION), date(2018, 6, 7), SERVED_END))
+    assert got[f'vigil_drift_rows{{dataset="current",{M}}}'] == last_week
+    report = json.loads(sorted((home / "reports" / "fraud").glob("*/drift.json"))[-1].read_text())
+    assert "TX_AMOUNT" in report["vigil"]["drifted"]
+    assert report["vigil"]["model_version"] == 1
+
+
+def test_not_enough_data_keeps_the_last_figures(run_vigil, monkeypatch, home: Path,
+                                                gateway: str) -> None:
+    monkeypatch.setenv("VIGIL_HOME", str(home))
+    assert _drift(run_vigil, home, gateway, "log_drift", WINDOW).exit_code == 0
+    before = samples(gateway, "vigil_drift_")
+    one_day = len(days(features(AMOUNT_INFLATION), SERVED_START, SERVED_START))
+    result = _drift(run_vigil, home, gateway, "log_drift", str(SERVED_START))
+    assert result.exit_code == 3
+    assert f"not enough data: {one_day} current and" in result.stderr
+    after = samples(gateway, "vigil_drift_")
+    assert after[f"vigil_drift_enough_data{{{M}}}"] == 0
+    assert after[f'vigil_drift_rows{{dataset="current",{M}}}'] == one_day
+    # Nothing compared: the figures and the last success time are the previous run's.
+    for key, value in before.items():
+        if not key.startswith(("vigil_drift_rows", "vigil_drift_enough_data",
+                               "vigil_drift_last_run_timestamp_seconds")):
+            assert after[key] == value, key
+    # A window with no rows at all is the same answer, not an error.
+    result = _drift(run_vigil, home, gateway, "log_drift", "2019-01-01")
+    assert result.exit_code == 3 and "not enough data: 0 current" in result.stderr
