@@ -4,11 +4,13 @@ and drifted (simulator scenario) traffic, a real Pushgateway; what Prometheus wo
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
+import httpx
 import pytest
 from drift_support import (
     FEATURES,
@@ -119,3 +121,45 @@ def test_not_enough_data_keeps_the_last_figures(run_vigil, monkeypatch, home: Pa
     # A window with no rows at all is the same answer, not an error.
     result = _drift(run_vigil, home, gateway, "log_drift", "2019-01-01")
     assert result.exit_code == 3 and "not enough data: 0 current" in result.stderr
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")
+def test_the_drift_component_runs_under_kfp_local(monkeypatch, home: Path, gateway: str,
+                                                  tmp_path: Path) -> None:
+    """The thin @dsl.component adapter, run by kfp.local in a subprocess of its own; settings
+    from the environment as a CronJob's ConfigMap would give them."""
+    from kfp import local
+
+    from components.kfp_components import drift
+
+    for name, value in {
+        "VIGIL_SERVING__LOG_ROOT": str(home / "log_drift"),
+        "VIGIL_MONITORING__DRIFT_REFERENCE": str(home / "reference"),
+        "VIGIL_MONITORING__PUSHGATEWAY_URL": gateway,
+    }.items():
+        monkeypatch.setenv(name, value)
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "pipeline_root"), raise_on_error=True)
+    task = drift(vigil_home=str(home), vigil_config="", model_name="fraud",
+                 current_window=WINDOW, reference="")
+    result = json.loads(task.outputs["Output"])
+    assert result["compared"] and "TX_AMOUNT" in result["drifted"]
+    assert Path(task.outputs["report"].path).stat().st_size > 10_000
+    quiet = drift(vigil_home=str(home), vigil_config="", model_name="fraud",
+                  current_window=str(SERVED_START), reference="")
+    result = json.loads(quiet.outputs["Output"])
+    assert not result["compared"] and result["reason"].startswith("not enough data")
+    got = samples(gateway, "vigil_drift_")
+    assert got[f"vigil_drift_enough_data{{{M}}}"] == 0
+
+
+def test_the_drift_metrics_pass_promtool(home: Path, gateway: str) -> None:
+    from monitoring_env import program
+
+    text = httpx.get(f"{gateway}/metrics", timeout=10).text
+    text = "\n".join(line for line in text.splitlines()
+                     if "vigil_drift_" in line) + "\n"
+    assert "vigil_drift_feature_score" in text
+    checked = subprocess.run([program("promtool", "prometheus"), "check", "metrics"],
+                             input=text, capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
