@@ -151,6 +151,11 @@ MODEL_INFO = Gauge(
     "The served model version and feature service (value 1).",
     ["model_name", "model_version", "feature_service"],
 )
+MODEL_CREATED = Gauge(
+    "vigil_serving_model_created_timestamp_seconds",
+    "When the served model version was registered (Unix time): its age is time() minus this.",
+    ["model_name", "model_version"],
+)
 
 
 def exposition() -> tuple[bytes, str]:
