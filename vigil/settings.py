@@ -300,6 +300,13 @@ class MonitoringSettings(StrictModel):
     drift_share: float = Field(default=0.5, gt=0, le=1)
     #: Fewer rows than this on either side: "not enough data", nothing compared.
     drift_min_rows: int = Field(default=1_000, ge=1)
+    #: Live performance (``vigil performance``): the cost of one FRAUD decision (a review);
+    #: a missed fraud costs its amount.
+    alert_cost: float = Field(default=5.0, ge=0)
+    #: Fewer labelled served transactions (or one class only): "not enough labels".
+    live_min_labelled: int = Field(default=1_000, ge=1)
+    #: Pictures and JSON of ``vigil performance``; default ``<home>/performance``.
+    live_out_dir: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -329,6 +336,10 @@ class Settings(BaseSettings):
     @property
     def drift_out_dir(self) -> Path:
         return (self.monitoring.drift_out_dir or self.home / "drift").resolve()
+
+    @property
+    def live_out_dir(self) -> Path:
+        return (self.monitoring.live_out_dir or self.home / "performance").resolve()
 
     @property
     def rollout_state_dir(self) -> Path:

@@ -26,6 +26,8 @@ COMMANDS = {
     "serve": ("vigil_cli.commands.serve:serve", "Serve a model over HTTP (KServe)."),
     "drift": ("vigil_cli.commands.drift:drift",
               "Data drift of served traffic (Evidently), pushed to Prometheus."),
+    "performance": ("vigil_cli.commands.performance:performance",
+                    "Live model performance from delayed labels."),
     "rollout": ("vigil_cli.commands.rollout:rollout",
                 "Canary rollouts promoted or rolled back by Prometheus."),
 }
