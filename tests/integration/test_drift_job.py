@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 SERVED_END = date(2018, 6, 13)
 WINDOW = f"{SERVED_START}..{SERVED_END}"
 M = 'model_name="fraud"'
+EVALUATED = {"auc_roc": 0.95, "average_precision": 0.9, "card_precision_at_100": 0.3}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,18 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = load_settings(env={"VIGIL_HOME": str(home)})
     card = Registry.from_settings(settings).register_model(
         booster(), name="fraud", threshold=THRESHOLD, feature_service=FEATURE_SERVICE,
-        data_range=(TRAIN_START, TRAIN_END), metrics={"auc_roc": 0.5}, alias="champion",
+        data_range=(TRAIN_START, TRAIN_END), metrics=EVALUATED, alias="champion",
     )
     (home / "reference").mkdir()
     features().to_parquet(home / "reference" / "features.parquet", index=False)
     for name, scenario in (("log_ok", None), ("log_drift", AMOUNT_INFLATION)):
         served = scored(days(features(scenario), SERVED_START, SERVED_END))
         write_log(served, home / name, "fraud", card.version)
+    (home / "labels").mkdir()
+    for name, scenario in (("ok", None), ("drift", AMOUNT_INFLATION)):
+        arrived = days(features(scenario), SERVED_START, date(2018, 6, 9))
+        arrived[["TRANSACTION_ID", "TX_FRAUD"]].to_csv(home / "labels" / f"{name}.csv",
+                                                       index=False)
     return home
 
 
@@ -163,3 +169,25 @@ def test_the_drift_metrics_pass_promtool(home: Path, gateway: str) -> None:
     checked = subprocess.run([program("promtool", "prometheus"), "check", "metrics"],
                              input=text, capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_live_performance_is_pushed(run_vigil, monkeypatch, home: Path, gateway: str) -> None:
+    monkeypatch.setenv("VIGIL_HOME", str(home))
+    result = run_vigil("performance", "fraud", "--log", home / "log_drift", "--labels",
+                       home / "labels" / "drift.csv", "--pushgateway", gateway)
+    assert result.exit_code == 0, result.stderr
+    assert "fraud version 1: " in result.stdout and "(evaluated 0.900)" in result.stdout
+    got = samples(gateway, "vigil_live_")
+    key = f'{M},model_version="1"'
+    assert got[f"vigil_live_evaluated_average_precision{{{key}}}"] == 0.9
+    live_ap = got[f"vigil_live_average_precision{{{key}}}"]
+    assert 0 < live_ap < 0.8  # the live-AP alert's condition holds on drifted traffic
+    labelled = len(days(features(AMOUNT_INFLATION), SERVED_START, date(2018, 6, 9)))
+    assert got[f"vigil_live_labelled_transactions{{{key}}}"] == labelled
+    png = sorted((home / "performance" / "fraud" / "v1").glob("*/performance.png"))[-1]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # Labels for other transactions only: nothing to measure, said so, exit 3.
+    (home / "labels" / "none.csv").write_text("TRANSACTION_ID,TX_FRAUD\nnope,1\n")
+    result = run_vigil("performance", "fraud", "--log", home / "log_drift", "--labels",
+                       home / "labels" / "none.csv")
+    assert result.exit_code == 3 and "not enough labels: 0 of" in result.stderr
