@@ -28,6 +28,8 @@ COMMANDS = {
               "Data drift of served traffic (Evidently), pushed to Prometheus."),
     "performance": ("vigil_cli.commands.performance:performance",
                     "Live model performance from delayed labels."),
+    "skew": ("vigil_cli.commands.skew:skew",
+             "Training/serving skew of served features (0 expected)."),
     "rollout": ("vigil_cli.commands.rollout:rollout",
                 "Canary rollouts promoted or rolled back by Prometheus."),
 }
