@@ -131,6 +131,18 @@ FEATURE_UPDATES_DROPPED = Counter(
     "appends hit its bound while the online store kept failing.",
     ["model_name"],
 )
+FEATURE_APPEND_NEWEST = Gauge(
+    "vigil_serving_feature_append_newest_timestamp_seconds",
+    "Event time (TX_DATETIME, Unix time) of the newest transaction this server confirmed in "
+    "the online store's customer histories: time() minus it is the age of the newest "
+    "near-real-time append.",
+    ["model_name"],
+)
+FEATURE_APPEND_LAST_SUCCESS = Gauge(
+    "vigil_serving_feature_append_last_success_timestamp_seconds",
+    "When (wall clock) this server last confirmed an append to the online store.",
+    ["model_name"],
+)
 INFERENCE_LOG_ROWS = Counter(
     "vigil_serving_inference_log_rows_total",
     "Scored transactions written to the parquet inference log.",

@@ -191,3 +191,33 @@ def test_live_performance_is_pushed(run_vigil, monkeypatch, home: Path, gateway:
     result = run_vigil("performance", "fraud", "--log", home / "log_drift", "--labels",
                        home / "labels" / "none.csv")
     assert result.exit_code == 3 and "not enough labels: 0 of" in result.stderr
+
+
+def test_materialization_freshness_is_pushed(run_vigil, monkeypatch, tiny_daily_dir: Path,
+                                             tmp_path: Path, gateway: str) -> None:
+    """``vigil materialize`` pushes the event time its snapshots are as of (SQLite online
+    store here: no Redis keys are written)."""
+    import pandas as pd
+
+    from inference.client import free_port
+    from vigil.data.ingest import read_transactions
+
+    monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIGIL_FEATURES__PROJECT", "freshness_test")
+    monkeypatch.setenv("VIGIL_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.delenv("VIGIL_CONFIG", raising=False)
+    done = run_vigil("featurize", "--transactions", tiny_daily_dir, "--out", tmp_path / "f")
+    assert done.exit_code == 0, done.stderr
+    started = time.time()
+    done = run_vigil("materialize", "--pushgateway", gateway)
+    assert done.exit_code == 0, done.stderr
+    assert "into feast-sqlite" in done.stdout
+    last = read_transactions(tiny_daily_dir).frame["TX_DATETIME"].max()
+    got = samples(gateway, "vigil_feature_")
+    for view in ("customer_history", "terminal_history"):
+        key = f'vigil_feature_materialized_until_timestamp_seconds{{feature_view="{view}",' \
+              f'project="freshness_test"}}'
+        assert got[key] == pd.Timestamp(last, tz="UTC").timestamp()
+    success = got['vigil_feature_materialization_last_success_timestamp_seconds'
+                  '{project="freshness_test"}']
+    assert started - 1 <= success <= time.time() + 1

@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
 import monitoring.metrics  # noqa: F401 - declares the serving metrics on the default registry
-from monitoring import drift, performance, rollout
+from monitoring import drift, freshness, performance, rollout, skew
 
 pytestmark = pytest.mark.unit
 
@@ -56,8 +56,13 @@ def vigil_series() -> set[str]:
         decision_cost_per_transaction=1.2, transactions=10, frauds=1,
         evaluated={"auc_roc": 0.9, "average_precision": 0.6, "card_precision_at_100": 0.3},
         finished_at=datetime.now(UTC))
+    sample_skew = skew.SkewResult("fraud", 10, 0, 0, {"TX_AMOUNT": 0}, None, 0.0,
+                                  datetime.now(UTC))
     registries = [REGISTRY, rollout.CONTROLLER_REGISTRY, rollout.MIRROR_REGISTRY,
-                  drift.result_registry(sample_drift), performance.live_registry([sample_live])]
+                  drift.result_registry(sample_drift), performance.live_registry([sample_live]),
+                  skew.skew_registry(sample_skew),
+                  freshness.materialization_registry("vigil", {"customer_history":
+                                                               datetime.now(UTC)})]
     return set().union(*(series_names(r) for r in registries)) | PUSHGATEWAY_SERIES
 
 
@@ -69,7 +74,7 @@ def rule_expressions() -> dict[str, str]:
 def test_promtool_checks_the_rules() -> None:
     result = promtool("check", "rules", "vigil-rules.yml", cwd=RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 13 rules found" in result.stdout
+    assert "SUCCESS: 15 rules found" in result.stdout
 
 
 def test_promtool_rule_tests_pass() -> None:
