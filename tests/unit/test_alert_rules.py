@@ -6,21 +6,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry
-
-import monitoring.metrics  # noqa: F401 - declares the serving metrics on the default registry
-from monitoring import drift, freshness, performance, rollout, skew
+from metric_names import metric_names, vigil_series
 
 pytestmark = pytest.mark.unit
 
 RULES = Path(__file__).parents[2] / "monitoring" / "rules"
-#: Series the Pushgateway adds to every pushed group.
-PUSHGATEWAY_SERIES = {"push_time_seconds", "push_failure_time_seconds"}
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -28,42 +22,6 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert tool, "promtool (Debian package prometheus) is required: make system-packages"
     return subprocess.run([tool, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           check=False)
-
-
-def series_names(registry: CollectorRegistry) -> set[str]:
-    """Every series name ``registry`` can expose (``_total``, ``_bucket``... included)."""
-    out: set[str] = set()
-    for family in registry.collect():
-        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum",
-                    "_created"), "gauge": ("",), "summary": ("_count", "_sum", "_created")}
-        out |= {family.name + s for s in suffixes.get(family.type, ("",))}
-    return out
-
-
-def vigil_series() -> set[str]:
-    sample_drift = drift.DriftResult(
-        model_name="fraud", model_version=1,
-        features=(drift.ColumnDrift("TX_AMOUNT", "m", 0.1, 0.2, True),),
-        score=drift.ColumnDrift("score", "m", 0.1, 0.0, False),
-        decision=drift.ColumnDrift("decision", "m", 0.1, 0.0, False),
-        drifted_features=1, drifted_share=1.0, drift_share=0.5, decision_rate_current=0.1,
-        decision_rate_reference=0.1, current_rows=1, reference_rows=1, current_window=None,
-        reference="", seconds=0.0, finished_at=datetime.now(UTC))
-    sample_live = performance.LivePerformance(
-        model_name="fraud", model_version=1,
-        days=(performance.DayFigures("2018-06-01", 10, 1, 0.9, 0.5, 0.3, 12.0),),
-        auc_roc=0.9, average_precision=0.5, card_precision_at_100=0.3, decision_cost=12.0,
-        decision_cost_per_transaction=1.2, transactions=10, frauds=1,
-        evaluated={"auc_roc": 0.9, "average_precision": 0.6, "card_precision_at_100": 0.3},
-        finished_at=datetime.now(UTC))
-    sample_skew = skew.SkewResult("fraud", 10, 0, 0, {"TX_AMOUNT": 0}, None, 0.0,
-                                  datetime.now(UTC))
-    registries = [REGISTRY, rollout.CONTROLLER_REGISTRY, rollout.MIRROR_REGISTRY,
-                  drift.result_registry(sample_drift), performance.live_registry([sample_live]),
-                  skew.skew_registry(sample_skew),
-                  freshness.materialization_registry("vigil", {"customer_history":
-                                                               datetime.now(UTC)})]
-    return set().union(*(series_names(r) for r in registries)) | PUSHGATEWAY_SERIES
 
 
 def rule_expressions() -> dict[str, str]:
@@ -105,13 +63,7 @@ def test_every_alert_has_firing_and_silent_cases() -> None:
 
 def test_rules_name_only_metrics_vigil_exports() -> None:
     known = vigil_series()
-    keywords = {"sum", "by", "rate", "increase", "max", "or", "and", "on", "time",
-                "histogram_quantile", "absent", "le"}
     for alert, expr in rule_expressions().items():
-        without_labels = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
-        without_labels = re.sub(r"by \([^)]*\)|on \([^)]*\)", "", without_labels)
-        names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_labels)) - keywords
-        names = {n for n in names if not re.fullmatch(r"\d+[smhd]?", n)}
-        unknown = names - known
-        assert not unknown, f"{alert} names metrics Vigil does not export: {unknown}"
+        names = metric_names(expr)
         assert names, alert
+        assert not names - known, f"{alert} names metrics Vigil does not export: {names - known}"
