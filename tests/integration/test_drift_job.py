@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -221,3 +221,23 @@ def test_materialization_freshness_is_pushed(run_vigil, monkeypatch, tiny_daily_
     success = got['vigil_feature_materialization_last_success_timestamp_seconds'
                   '{project="freshness_test"}']
     assert started - 1 <= success <= time.time() + 1
+
+
+def test_rules_and_dashboards_name_series_the_pushgateway_exports(tmp_path: Path) -> None:
+    """What the jobs push, scraped from a real Pushgateway, holds every series of theirs the
+    alert rules and dashboards query."""
+    from metric_names import sample_results, scraped_names, used_names
+
+    from monitoring import drift, freshness, performance, skew
+
+    with pushgateway(tmp_path / "pg") as url:
+        sample_drift, sample_live, sample_skew = sample_results()
+        drift.push(url, sample_drift)
+        performance.push(url, "fraud", [sample_live])
+        skew.push(url, sample_skew)
+        freshness.push_materialization(url, "vigil", {"customer_history": datetime.now(UTC)})
+        exported = scraped_names(httpx.get(f"{url}/metrics", timeout=10).text)
+    used = used_names(("vigil_drift_", "vigil_live_", "vigil_skew_", "vigil_feature_",
+                       "push_time_seconds"))
+    assert len(used) > 20
+    assert not used - exported, f"queried but not pushed: {sorted(used - exported)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metric_names import metric_names, vigil_series
+from metric_names import metric_names, rule_expressions, vigil_series
 
 pytestmark = pytest.mark.unit
 
@@ -22,11 +22,6 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert tool, "promtool (Debian package prometheus) is required: make system-packages"
     return subprocess.run([tool, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           check=False)
-
-
-def rule_expressions() -> dict[str, str]:
-    groups = yaml.safe_load((RULES / "vigil-rules.yml").read_text())["groups"]
-    return {rule["alert"]: rule["expr"] for g in groups for rule in g["rules"]}
 
 
 def test_promtool_checks_the_rules() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metric_names import metric_names, vigil_series
-from test_alert_rules import promtool, rule_expressions
+from metric_names import metric_names, rule_expressions, vigil_series
+from test_alert_rules import promtool
 
 from monitoring import grafana
 
