@@ -17,6 +17,7 @@ from typing import Any
 #: shows them.
 BENCHMARKS = [
     "simulate", "features", "online", "pipeline", "handbook", "serving", "abuse", "rollout",
+    "drift",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(os.environ.get("VIGIL_BENCH_DATA", "/tmp/vigil-bench"))
