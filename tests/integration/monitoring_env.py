@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 from inference.client import free_port
 
@@ -66,3 +67,48 @@ def samples(url: str, prefix: str) -> dict[str, float]:
         )
         out[f"{name}{{{','.join(labels)}}}"] = float(value)
     return out
+
+
+@contextlib.contextmanager
+def prometheus(folder: Path, targets: list[str], rule_files: list[Path]) -> Iterator[str]:
+    """A real Prometheus scraping ``targets`` (host:port, honour_labels as for a Pushgateway)
+    every second and evaluating ``rule_files`` every second; stopped by PID."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [{"job_name": "pushgateway", "honor_labels": True,
+                            "static_configs": [{"targets": targets}]}],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with open(folder / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [program("prometheus", "prometheus"), f"--config.file={folder / 'prometheus.yml'}",
+             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (folder / "prometheus.log").read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "Prometheus did not become ready in 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def alerts(url: str, name: str) -> list[dict[str, object]]:
+    """Active (pending or firing) alerts called ``name``."""
+    body = httpx.get(f"{url}/api/v1/alerts", timeout=10).json()
+    return [a for a in body["data"]["alerts"] if a["labels"]["alertname"] == name]

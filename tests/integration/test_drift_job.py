@@ -241,3 +241,36 @@ def test_rules_and_dashboards_name_series_the_pushgateway_exports(tmp_path: Path
                        "push_time_seconds"))
     assert len(used) > 20
     assert not used - exported, f"queried but not pushed: {sorted(used - exported)}"
+
+
+def test_a_real_prometheus_fires_the_drift_alert_on_drifted_traffic_only(
+        run_vigil, monkeypatch, home: Path, tmp_path: Path) -> None:
+    """The jobs, the Pushgateway, Prometheus and the rule file together: undrifted traffic
+    raises no drift alert; drifted traffic (amount inflation) fires VigilDriftDetected."""
+    from monitoring_env import alerts, prometheus
+
+    monkeypatch.setenv("VIGIL_HOME", str(home))
+    rules = Path(__file__).parents[2] / "monitoring" / "rules" / "vigil-rules.yml"
+    with pushgateway(tmp_path / "pg") as pg, \
+            prometheus(tmp_path / "prom", [pg.removeprefix("http://")], [rules]) as prom:
+        result = run_vigil("drift", "fraud", "--log", home / "log_ok", "--reference",
+                           home / "reference", "--current", WINDOW, "--pushgateway", pg,
+                           "--out", tmp_path / "reports")
+        assert result.exit_code == 0, result.stderr
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{prom}/api/v1/query", timeout=10, params={
+                "query": "vigil_drift_dataset_drift_detected"}).json()["data"]["result"]:
+            assert time.monotonic() < deadline, "Prometheus never scraped the drift metrics"
+            time.sleep(0.5)
+        time.sleep(3)  # a few rule evaluations on the undrifted figures
+        assert alerts(prom, "VigilDriftDetected") == []
+        result = run_vigil("drift", "fraud", "--log", home / "log_drift", "--reference",
+                           home / "reference", "--current", WINDOW, "--pushgateway", pg,
+                           "--out", tmp_path / "reports")
+        assert result.exit_code == 0, result.stderr
+        deadline = time.monotonic() + 30
+        while not (fired := alerts(prom, "VigilDriftDetected")):
+            assert time.monotonic() < deadline, "VigilDriftDetected did not fire in 30 s"
+            time.sleep(0.5)
+        assert fired[0]["labels"]["model_name"] == "fraud"
+        assert fired[0]["state"] == "firing"
