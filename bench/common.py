@@ -17,7 +17,7 @@ from typing import Any
 #: shows them.
 BENCHMARKS = [
     "simulate", "features", "online", "cluster", "pipeline", "handbook", "serving", "abuse",
-    "rollout",
+    "rollout", "drift",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(os.environ.get("VIGIL_BENCH_DATA", "/tmp/vigil-bench"))

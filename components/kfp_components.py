@@ -194,3 +194,30 @@ def not_registered(evaluation: str, vigil_config: str, model_name: str) -> str:
         settings = step_settings("", vigil_config, model_name)
         result = explain_refusal(Evaluation.from_json(evaluation), settings.registry.model_name)
     return to_json(result)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def drift(
+    vigil_home: str,
+    vigil_config: str,
+    model_name: str,
+    current_window: str,
+    reference: str,
+    report: Output[HTML],
+) -> str:
+    """The drift job: the inference log's window against the served model's training set,
+    pushed to the configured Pushgateway; "not enough data" is a result, not a failure."""
+    import json
+    from pathlib import Path
+
+    from components.drift import STEP, drift_check
+    from components.runtime import step, step_settings
+
+    with step(STEP):
+        result = drift_check(
+            settings=step_settings(vigil_home, vigil_config, model_name),
+            current_window=current_window,
+            reference=reference,
+            html_report=Path(report.path),
+        )
+    return json.dumps(result, default=str)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from feature_store import offline
+from feature_store import names, offline
 from feature_store.config import StoreConfig
 from feature_store.online import (
     FeastHistories,
@@ -56,6 +56,9 @@ class MaterializeResult:
     terminals: int
     backend: str
     seconds: float
+    #: Feature view -> the event time the loaded snapshot is as of (Feast's materialization
+    #: end time; now minus it is what Feast's feature server exports as freshness).
+    until: dict[str, datetime] = dataclasses.field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -127,4 +130,10 @@ def materialize(config: StoreConfig) -> MaterializeResult:
         backend,
         seconds,
     )
-    return MaterializeResult(n_customers, n_terminals, backend, seconds)
+    until = {
+        view: pd.Timestamp(frame[names.EVENT_TIMESTAMP].max()).to_pydatetime()
+        for view, frame in ((names.CUSTOMER_HISTORY, customers),
+                            (names.TERMINAL_HISTORY, terminals))
+        if names.EVENT_TIMESTAMP in frame and len(frame)
+    }
+    return MaterializeResult(n_customers, n_terminals, backend, seconds, until)

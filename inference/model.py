@@ -222,6 +222,7 @@ class FraudModel(Model):
         m.QUEUED.labels(card.name).set_function(lambda: batcher.queued)
         self._m_shed = {r: m.SHED.labels(card.name, r) for r in m.SHED_REASONS}
         m.MODEL_INFO.labels(card.name, str(card.version), card.feature_service).set(1)
+        m.MODEL_CREATED.labels(card.name, str(card.version)).set(card.created.timestamp())
         self._watcher = threading.Thread(target=self._wait_for_store, name="store-watch",
                                          daemon=True)
         self._watcher.start()

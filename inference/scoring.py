@@ -238,6 +238,9 @@ class Appender:
         self._busy = threading.Lock()
         self._m_failed = m.FEATURE_UPDATE_FAILURES.labels(model_name)
         self._m_dropped = m.FEATURE_UPDATES_DROPPED.labels(model_name)
+        self._m_newest = m.FEATURE_APPEND_NEWEST.labels(model_name)
+        self._m_appended_at = m.FEATURE_APPEND_LAST_SUCCESS.labels(model_name)
+        self._newest_us = 0
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name="appender", daemon=True)
@@ -327,6 +330,9 @@ class Appender:
                     return False
                 with self._lock:
                     self._forget(bundle)
+                self._newest_us = max(self._newest_us, *(r.time_us for r in bundle))
+                self._m_newest.set(self._newest_us / 1e6)
+                self._m_appended_at.set_to_current_time()
 
     def _run(self) -> None:
         while not self._closed.is_set():

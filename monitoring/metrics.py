@@ -131,6 +131,18 @@ FEATURE_UPDATES_DROPPED = Counter(
     "appends hit its bound while the online store kept failing.",
     ["model_name"],
 )
+FEATURE_APPEND_NEWEST = Gauge(
+    "vigil_serving_feature_append_newest_timestamp_seconds",
+    "Event time (TX_DATETIME, Unix time) of the newest transaction this server confirmed in "
+    "the online store's customer histories: time() minus it is the age of the newest "
+    "near-real-time append.",
+    ["model_name"],
+)
+FEATURE_APPEND_LAST_SUCCESS = Gauge(
+    "vigil_serving_feature_append_last_success_timestamp_seconds",
+    "When (wall clock) this server last confirmed an append to the online store.",
+    ["model_name"],
+)
 INFERENCE_LOG_ROWS = Counter(
     "vigil_serving_inference_log_rows_total",
     "Scored transactions written to the parquet inference log.",
@@ -150,6 +162,11 @@ MODEL_INFO = Gauge(
     "vigil_serving_model_info",
     "The served model version and feature service (value 1).",
     ["model_name", "model_version", "feature_service"],
+)
+MODEL_CREATED = Gauge(
+    "vigil_serving_model_created_timestamp_seconds",
+    "When the served model version was registered (Unix time): its age is time() minus this.",
+    ["model_name", "model_version"],
 )
 
 

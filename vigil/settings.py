@@ -349,6 +349,37 @@ class RolloutSettings(StrictModel):
         return value
 
 
+class MonitoringSettings(StrictModel):
+    """The drift job (``vigil drift``) and where monitoring jobs push their metrics."""
+
+    #: Pushgateway the drift job pushes ``vigil_drift_*`` to; none: nothing is pushed.
+    pushgateway_url: str | None = None
+    #: Default window of the inference log the drift job compares: ``<n>d``/``<n>h`` (the last
+    #: n days/hours up to the newest logged transaction), a day or ``day..day``.
+    drift_window: str = "1d"
+    #: Default reference: parquet features of the served model's training set (a file or a
+    #: folder; the pipeline's dataset, ``vigil featurize --out``, or an inference-log folder).
+    drift_reference: str | None = None
+    #: Reports (``report.html``, ``drift.json``); default ``<home>/drift``.
+    drift_out_dir: Path | None = None
+    #: Evidently stat test for every column (``wasserstein``, ``ks``, ``psi``, ``jensenshannon``,
+    #: ...); default: Evidently's choice per column (module ``monitoring.drift``).
+    drift_method: str | None = None
+    #: Threshold of that test; default: the test's own (0.1 for distances, 0.05 for p-values).
+    drift_threshold: float | None = Field(default=None, gt=0)
+    #: Share of drifted features at which the data set counts as drifted (Evidently's 0.5).
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    #: Fewer rows than this on either side: "not enough data", nothing compared.
+    drift_min_rows: int = Field(default=1_000, ge=1)
+    #: Live performance (``vigil performance``): the cost of one FRAUD decision (a review);
+    #: a missed fraud costs its amount.
+    alert_cost: float = Field(default=5.0, ge=0)
+    #: Fewer labelled served transactions (or one class only): "not enough labels".
+    live_min_labelled: int = Field(default=1_000, ge=1)
+    #: Pictures and JSON of ``vigil performance``; default ``<home>/performance``.
+    live_out_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     """All of Vigil's settings (see the module docstring for where they come from)."""
 
@@ -367,10 +398,19 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     serving: ServingSettings = ServingSettings()
     rollout: RolloutSettings = RolloutSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @property
     def tracking_uri(self) -> str:
         return self.registry.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def drift_out_dir(self) -> Path:
+        return (self.monitoring.drift_out_dir or self.home / "drift").resolve()
+
+    @property
+    def live_out_dir(self) -> Path:
+        return (self.monitoring.live_out_dir or self.home / "performance").resolve()
 
     @property
     def rollout_state_dir(self) -> Path:

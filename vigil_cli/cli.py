@@ -24,6 +24,12 @@ COMMANDS = {
     "models": ("vigil_cli.commands.models:models", "List, promote and roll back models."),
     "benchmark": ("vigil_cli.commands.benchmark:benchmark", "Reproduce the handbook benchmark."),
     "serve": ("vigil_cli.commands.serve:serve", "Serve a model over HTTP (KServe)."),
+    "drift": ("vigil_cli.commands.drift:drift",
+              "Data drift of served traffic (Evidently), pushed to Prometheus."),
+    "performance": ("vigil_cli.commands.performance:performance",
+                    "Live model performance from delayed labels."),
+    "skew": ("vigil_cli.commands.skew:skew",
+             "Training/serving skew of served features (0 expected)."),
     "rollout": ("vigil_cli.commands.rollout:rollout",
                 "Canary rollouts promoted or rolled back by Prometheus."),
 }

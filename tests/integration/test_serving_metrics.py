@@ -104,3 +104,17 @@ def test_promtool_accepts_the_exposition(main_server):
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         result.stdout + result.stderr
     )
+
+
+def test_rules_and_dashboards_name_series_a_real_server_exports(main_server, good):
+    """Every vigil_serving_* series the alert rules and dashboards query is in a real
+    server's scrape, before anything has gone wrong (counters start at 0, so increase() and
+    rate() see the first failure)."""
+    from metric_names import scraped_names, used_names
+
+    with httpx.Client(base_url=main_server.url, timeout=10) as http:
+        assert http.post(V1, json={"instances": [good]}).status_code == 200
+        exported = scraped_names(http.get("/metrics").text)
+    used = used_names(("vigil_serving_",))
+    assert len(used) > 10
+    assert not used - exported, f"queried but not exported: {sorted(used - exported)}"

@@ -188,3 +188,25 @@ def test_shutdown_says_when_the_store_cannot_tell(caplog):
     assert left == 300
     assert "300 scored transactions could not be confirmed as appended" in text
     assert "Connection refused" in text
+
+
+def test_the_newest_confirmed_append_is_exported():
+    """Freshness (issue 13): the event time of the newest transaction confirmed in the store
+    and the wall time of the last confirmed append; a failed append moves neither."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"model_name": "fraud_fresh"})
+
+    store = MemoryHistories({}, {}, HistoryLimits(max_entries=500, append_max_events=16))
+    appender = Appender(store, model_name="fraud_fresh", retry_after_s=0.5, threaded=False)
+    appender.submit(requests_of("c1", 0, 5), None)
+    assert appender.drain() is True
+    newest = max(r.time_us for r in requests_of("c1", 0, 5)) / 1e6
+    assert value("vigil_serving_feature_append_newest_timestamp_seconds") == newest
+    appended_at = value("vigil_serving_feature_append_last_success_timestamp_seconds")
+    assert appended_at is not None and appended_at > 1.7e9
+    store.append_error = redis.TimeoutError("down")
+    appender.submit(requests_of("c1", 5, 5), None)
+    assert appender.drain() is False
+    assert value("vigil_serving_feature_append_newest_timestamp_seconds") == newest

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
 from vigil import contract as c
+from vigil.data import drift as dr
 from vigil.errors import VigilError
 
 #: The book's data set (5,000 customers, 10,000 terminals, 183 days from 2018-04-01).
@@ -46,6 +47,8 @@ class SimulationConfig:
     start_date: date = date(2018, 4, 1)
     radius: float = 5.0
     seed: int = 0
+    #: Drift scenarios (:mod:`vigil.data.drift`), applied in this order.
+    drifts: tuple[dr.Drift, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("n_customers", "n_terminals", "n_days"):
@@ -57,6 +60,13 @@ class SimulationConfig:
             raise VigilError(f"simulation: need at least {TERMINALS_COMPROMISED_PER_DAY} terminals")
         if self.n_customers < CUSTOMERS_COMPROMISED_PER_DAY:
             raise VigilError(f"simulation: need at least {CUSTOMERS_COMPROMISED_PER_DAY} customers")
+        end = self.start_date + timedelta(days=self.n_days - 1)
+        for drift in self.drifts:
+            if not self.start_date <= drift.start <= end:
+                raise VigilError(
+                    f"simulation: drift {drift.scenario!r} starts {drift.start}, outside the "
+                    f"simulated days {self.start_date} .. {end}"
+                )
 
 
 @dataclasses.dataclass
@@ -74,6 +84,8 @@ class Simulation:
     compromised_customers: pd.DataFrame
     #: Drawn amount in cents before scenario 3, aligned with ``transactions``.
     base_amount_cents: np.ndarray
+    #: True for the rows a drift scenario added, aligned with ``transactions``.
+    added: np.ndarray
 
     def statistics(self) -> dict[str, object]:
         tx = self.transactions
@@ -82,7 +94,12 @@ class Simulation:
             "transactions": len(tx),
             "frauds": int(tx[c.TX_FRAUD].sum()),
             "fraud_rate": float(tx[c.TX_FRAUD].mean()) if len(tx) else 0.0,
-            "scenarios": {k: int(scenarios.get(k, 0)) for k in (1, 2, 3)},
+            "scenarios": {
+                k: int(scenarios.get(k, 0))
+                for k in (1, 2, 3, dr.CARD_TESTING_SCENARIO)
+                if k <= 3 or k in scenarios
+            },
+            "added_by_drift": int(self.added.sum()),
             "customers": int(tx[c.CUSTOMER_ID].nunique()),
             "terminals": int(tx[c.TERMINAL_ID].nunique()),
             "first": str(tx[c.TX_DATETIME].min()) if len(tx) else None,
@@ -177,6 +194,29 @@ def simulate(config: SimulationConfig, progress: Progress = _no_progress) -> Sim
         cents[chosen] *= SCENARIO_3_FACTOR
         fraud[chosen], scenario[chosen] = 1, 3
 
+    comp_t_frame = pd.DataFrame({c.TERMINAL_ID: comp_t, "START_DAY": start_t})
+    added = np.zeros(n, dtype=bool)
+    if config.drifts:
+        progress("drift")
+        frame = dr.Frame(
+            customer=customer, terminal=terminal, day=day, seconds=seconds, cents=cents,
+            base_cents=base_cents, fraud=fraud, scenario=scenario, added=added,
+        )
+        world = dr.World(
+            seed=config.seed, n_days=n_d, start_date=config.start_date,
+            customer_xy=customer_xy, mean_amount=mean_amount,
+            mean_nb_tx_per_day=mean_nb_tx_per_day, terminal_xy=terminal_xy,
+            radius=config.radius, compromised_terminals=comp_t_frame,
+            fraud_amount_cents=int(SCENARIO_1_AMOUNT * 100),
+            terminal_compromise_days=TERMINAL_COMPROMISE_DAYS,
+        )
+        for drift in config.drifts:
+            frame = dr.apply(drift, frame, world)
+        customer, terminal, day, seconds = frame.customer, frame.terminal, frame.day, frame.seconds
+        cents, base_cents, fraud = frame.cents, frame.base_cents, frame.fraud
+        scenario, added = frame.scenario, frame.added
+        n = len(customer)
+
     start = datetime.combine(config.start_date, datetime.min.time())
     transactions = pd.DataFrame(
         {
@@ -212,7 +252,7 @@ def simulate(config: SimulationConfig, progress: Progress = _no_progress) -> Sim
         transactions=transactions,
         customers=customers,
         terminals=terminals,
-        compromised_terminals=pd.DataFrame({c.TERMINAL_ID: comp_t, "START_DAY": start_t}),
+        compromised_terminals=comp_t_frame,
         compromised_customers=pd.DataFrame(
             {
                 c.CUSTOMER_ID: comp_customers.ravel(),
@@ -220,6 +260,7 @@ def simulate(config: SimulationConfig, progress: Progress = _no_progress) -> Sim
             }
         ),
         base_amount_cents=base_cents,
+        added=added,
     )
 
 

@@ -453,3 +453,46 @@ def choose_threshold(
         f1=float(f1[i]),
         alert_rate=float(np.mean(s >= threshold)),
     )
+
+
+# --------------------------------------------------------------------------- decision cost
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionCost:
+    """What a set of decisions cost once the labels arrived: every alert costs ``alert_cost``
+    (a review), every missed fraud costs its amount (lost); caught frauds cost only their
+    review."""
+
+    total: float
+    alerts: int
+    missed_frauds: int
+    missed_amount: float
+    n_transactions: int
+
+    @property
+    def per_transaction(self) -> float:
+        return self.total / self.n_transactions if self.n_transactions else 0.0
+
+
+def decision_cost(
+    y_true: npt.ArrayLike, alerts: npt.ArrayLike, amounts: npt.ArrayLike, *, alert_cost: float
+) -> DecisionCost:
+    """The realised cost of ``alerts`` (0/1 per transaction) given the labels and amounts."""
+    y = as_labels(y_true)
+    a = as_labels(alerts, "alerts")
+    amount = np.asarray(amounts, dtype=np.float64)
+    if a.size != y.size or amount.size != y.size:
+        raise DataError(f"decision cost: {y.size} labels, {a.size} alerts, {amount.size} amounts")
+    if alert_cost < 0:
+        raise ValueError(f"alert_cost must be >= 0, got {alert_cost}")
+    missed = (y == 1) & (a == 0)
+    missed_amount = float(amount[missed].sum())
+    n_alerts = int(a.sum())
+    return DecisionCost(
+        total=n_alerts * alert_cost + missed_amount,
+        alerts=n_alerts,
+        missed_frauds=int(missed.sum()),
+        missed_amount=missed_amount,
+        n_transactions=int(y.size),
+    )

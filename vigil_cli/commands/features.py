@@ -47,14 +47,24 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
 
 
 @click.command()
+@click.option("--pushgateway", default=None,
+              help="Push the materialization's freshness here (default: "
+                   "monitoring.pushgateway_url; none: no push).")
 @click.pass_context
-def materialize(ctx: click.Context) -> None:
+def materialize(ctx: click.Context, pushgateway: str | None) -> None:
     """Load the latest batch snapshots into the online store (Redis, else SQLite)."""
     from feature_store.config import StoreConfig
     from feature_store.jobs import materialize as run_materialize
 
-    result = run_materialize(StoreConfig.from_settings(settings_from(ctx)))
+    settings = settings_from(ctx)
+    result = run_materialize(StoreConfig.from_settings(settings))
     click.echo(
         f"materialized {result.customers:,} customers and {result.terminals:,} terminals into "
         f"{result.backend} in {result.seconds:.2f} s ({result.rows_per_second:,.0f} rows/s)"
     )
+    url = pushgateway or settings.monitoring.pushgateway_url
+    if url:
+        from monitoring.freshness import push_materialization
+
+        push_materialization(url, settings.features.project, result.until)
+        click.echo(f"pushed vigil_feature_materialized_until_timestamp_seconds to {url}")

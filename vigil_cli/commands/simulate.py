@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from vigil.data.drift import SCENARIOS, Drift
 from vigil.data.simulate import (
     BOOK_FRAUDS,
     BOOK_SCENARIOS,
@@ -20,6 +21,7 @@ from vigil.data.simulate import (
 from vigil.data.simulate import (
     simulate as run_simulation,
 )
+from vigil.errors import VigilError
 
 
 @click.command()
@@ -41,6 +43,21 @@ from vigil.data.simulate import (
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--drift",
+    "drifts",
+    type=click.Choice(list(SCENARIOS)),
+    multiple=True,
+    help="Drift scenario from --drift-start on (repeatable): "
+    + "; ".join(f"{k}: {v}" for k, v in SCENARIOS.items())
+    + ".",
+)
+@click.option(
+    "--drift-start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First drifted day, YYYY-MM-DD (required with --drift).",
+)
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -54,18 +71,28 @@ def simulate(
     days: int,
     start: datetime,
     seed: int,
+    drifts: tuple[str, ...],
+    drift_start: datetime | None,
     json_out: Path | None,
 ) -> None:
     """Simulate card transactions with the handbook's generative process and fraud scenarios."""
-    config = SimulationConfig(
-        n_customers=customers,
-        n_terminals=terminals,
-        n_days=days,
-        start_date=start.date(),
-        seed=seed,
-    )
+    if drifts and drift_start is None:
+        raise click.UsageError("--drift needs --drift-start (the first drifted day)")
+    if drift_start is not None and not drifts:
+        raise click.UsageError("--drift-start without --drift: name a scenario")
+    try:
+        config = SimulationConfig(
+            n_customers=customers,
+            n_terminals=terminals,
+            n_days=days,
+            start_date=start.date(),
+            seed=seed,
+            drifts=tuple(Drift(d, drift_start.date()) for d in drifts if drift_start),
+        )
+    except VigilError as e:
+        raise click.UsageError(str(e)) from e
     t0 = time.perf_counter()
-    with tqdm(total=3 + days, desc="simulate", unit="step", leave=True) as bar:
+    with tqdm(total=3 + bool(drifts) + days, desc="simulate", unit="step", leave=True) as bar:
 
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
@@ -88,9 +115,16 @@ def _summary(stats: dict, config: SimulationConfig) -> str:
         f"  days {config.n_days} from {config.start_date}, customers {config.n_customers:,}, "
         f"terminals {config.n_terminals:,}, seed {config.seed}",
         f"  frauds {stats['frauds']:,} ({stats['fraud_rate']:.2%}); by scenario "
-        f"1: {scenarios[1]:,}  2: {scenarios[2]:,}  3: {scenarios[3]:,}",
+        f"1: {scenarios[1]:,}  2: {scenarios[2]:,}  3: {scenarios[3]:,}"
+        + (f"  4 (card testing): {scenarios[4]:,}" if 4 in scenarios else ""),
     ]
-    if (config.n_customers, config.n_terminals, config.n_days, config.start_date) == (
+    for drift in config.drifts:
+        lines.append(f"  drift {drift.scenario} from {drift.start}")
+    if config.drifts:
+        lines.append(f"  rows added by drift: {stats['added_by_drift']:,}")
+    if not config.drifts and (
+        config.n_customers, config.n_terminals, config.n_days, config.start_date
+    ) == (
         5_000,
         10_000,
         183,

@@ -1,0 +1,118 @@
+"""The drift job's comparison on simulated traffic: undrifted days raise nothing, each drift
+scenario shows in the features it changes; results read by metric and column."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from drift_support import FEATURES, SERVED_START, TRAIN_END, TRAIN_START, days, features, scored
+from prometheus_client import generate_latest
+
+from monitoring import drift as d
+from vigil.data import drift as scenarios
+from vigil.errors import VigilError
+
+pytestmark = pytest.mark.unit
+
+SERVED_END = date(2018, 6, 13)
+OPTIONS = d.DriftOptions(min_rows=1_000)
+
+
+def _compare(scenario: str | None) -> tuple[d.DriftResult, object]:
+    reference = scored(days(features(), TRAIN_START, TRAIN_END))
+    current = scored(days(features(scenario), SERVED_START, SERVED_END))
+    for frame in (reference, current):
+        frame[d.DECISION] = d.decisions_of(frame)
+    return d.compare(current, reference, FEATURES, OPTIONS, model_name="fraud", model_version=1)
+
+
+def test_undrifted_traffic_raises_no_drift() -> None:
+    result, _ = _compare(None)
+    assert result.drifted() == [] and result.drifted_features == 0
+    assert not result.dataset_drift and not result.score.detected
+    assert not result.decision.detected
+    assert result.current_rows > 5_000 and result.reference_rows > 5_000
+    # Evidently's defaults at this size: the normed Wasserstein distance, drifted at 0.1.
+    amount = next(f for f in result.features if f.column == "TX_AMOUNT")
+    assert (amount.method, amount.threshold) == ("Wasserstein distance (normed)", 0.1)
+
+
+def test_amount_inflation_shows_in_the_amount_features_and_the_score() -> None:
+    result, _ = _compare(scenarios.AMOUNT_INFLATION)
+    drifted = set(result.drifted())
+    assert {"TX_AMOUNT", "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"} <= drifted
+    assert not drifted & {"TX_DURING_NIGHT", "TX_DURING_WEEKEND", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"}
+    # The share is Evidently's DriftedColumnsCount, consistent with the per-column tests.
+    assert result.drifted_features == len(drifted)
+    assert result.drifted_share == pytest.approx(len(drifted) / len(FEATURES))
+    assert result.decision_rate_current > result.decision_rate_reference
+
+
+def test_activity_shift_shows_in_night_share_and_counts() -> None:
+    result, _ = _compare(scenarios.ACTIVITY_SHIFT)
+    drifted = set(result.drifted())
+    assert {"TX_DURING_NIGHT", "CUSTOMER_ID_NB_TX_1DAY_WINDOW"} <= drifted
+    assert "TX_AMOUNT" not in drifted
+
+
+def test_card_testing_shows_in_the_features_it_changes() -> None:
+    result, _ = _compare(scenarios.CARD_TESTING)
+    drifted = set(result.drifted())
+    assert "CUSTOMER_ID_NB_TX_1DAY_WINDOW" in drifted
+    assert "TX_DURING_WEEKEND" not in drifted
+
+
+def test_too_few_rows_is_not_enough_data_not_drift() -> None:
+    reference = scored(days(features(), TRAIN_START, TRAIN_END))
+    current = scored(days(features(scenarios.AMOUNT_INFLATION), SERVED_START, SERVED_START))
+    for frame in (reference, current):
+        frame[d.DECISION] = d.decisions_of(frame)
+    # One day of this small world is under the bound.
+    assert 0 < len(current) < OPTIONS.min_rows
+    with pytest.raises(d.NotEnoughData, match=rf"not enough data: {len(current)} current and "
+                       rf"{len(reference):,} reference rows, at least 1,000 each") as info:
+        d.compare(current, reference, FEATURES, OPTIONS, model_name="fraud")
+    assert (info.value.current_rows, info.value.reference_rows) == (len(current), len(reference))
+
+
+def test_report_files_and_exported_metrics(tmp_path: Path) -> None:
+    result, snapshot = _compare(scenarios.AMOUNT_INFLATION)
+    html, js = d.write_report(result, snapshot, tmp_path / "r")
+    assert html.stat().st_size > 10_000 and "<html" in html.read_text()[:2000].lower()
+    body = json.loads(js.read_text())
+    assert body["vigil"]["drifted"] == result.drifted()
+    assert {m["config"]["type"] for m in body["evidently"]["metrics"]} == {
+        "evidently:metric_v2:DriftedColumnsCount", "evidently:metric_v2:ValueDrift"}
+    text = generate_latest(d.result_registry(result)).decode()
+    assert ('vigil_drift_feature_detected{feature="TX_AMOUNT",model_name="fraud"} 1.0'
+            in text)
+    assert 'vigil_drift_feature_detected{feature="TX_DURING_NIGHT",model_name="fraud"} 0.0' in text
+    share, rows = result.drifted_share, result.current_rows
+    assert f'vigil_drift_drifted_features_share{{model_name="fraud"}} {share}' in text
+    assert f'vigil_drift_rows{{dataset="current",model_name="fraud"}} {rows}.0' in text
+    for name in ("vigil_drift_score_drift", "vigil_drift_last_success_timestamp_seconds",
+                 "vigil_drift_decision_rate", "vigil_drift_dataset_drift_detected"):
+        assert f"\n{name}{{" in text
+
+
+@pytest.mark.parametrize(("text", "start", "end"), [
+    ("2026-11-20", datetime(2026, 11, 20), datetime(2026, 11, 21)),
+    ("2026-11-20..2026-11-22", datetime(2026, 11, 20), datetime(2026, 11, 23)),
+    ("1d", datetime(2026, 11, 21, 12, 0, 0, 1), datetime(2026, 11, 22, 12, 0, 0, 1)),
+    ("6h", datetime(2026, 11, 22, 6, 0, 0, 1), datetime(2026, 11, 22, 12, 0, 0, 1)),
+])
+def test_windows(text: str, start: datetime, end: datetime) -> None:
+    assert d.parse_window(text, datetime(2026, 11, 22, 12)) == d.Window(start, end)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("yesterday", "expected YYYY-MM-DD, YYYY-MM-DD..YYYY-MM-DD, <n>d or <n>h"),
+    ("2026-11-22..2026-11-20", "ends before it starts"),
+    ("0d", "at least 1d"),
+])
+def test_bad_windows_are_named(text: str, message: str) -> None:
+    with pytest.raises(VigilError, match=message):
+        d.parse_window(text, datetime(2026, 11, 22))
