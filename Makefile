@@ -50,6 +50,10 @@ lint: setup ## ruff, mypy and the layer contract (import-linter).
 compile: setup ## Recompile the KFP pipelines into their committed YAML.
 	$(BIN)/python -m pipelines.compile
 
+.PHONY: manifests
+manifests: setup ## Render manifests/ (kubectl apply -f / -k) from the Helm chart charts/vigil.
+	$(BIN)/python scripts/render_manifests.py
+
 .PHONY: bench
 bench: setup ## Run the benchmarks; results go to bench/results/*.json.
 	$(BIN)/python -m bench.run
