@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
 TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server \
 	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
-	prometheus-alertmanager=prometheus-alertmanager
+	prometheus-alertmanager=prometheus-alertmanager shellcheck=shellcheck
 PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help
@@ -53,6 +53,10 @@ compile: setup ## Recompile the KFP pipelines into their committed YAML.
 .PHONY: manifests
 manifests: setup ## Render manifests/ (kubectl apply -f / -k) from the Helm chart charts/vigil.
 	$(BIN)/python scripts/render_manifests.py
+
+.PHONY: kind-up
+kind-up: setup ## A kind cluster with KServe (Standard), the Prometheus Operator and Vigil's chart; one prediction.
+	scripts/kind-up.sh
 
 .PHONY: bench
 bench: setup ## Run the benchmarks; results go to bench/results/*.json.

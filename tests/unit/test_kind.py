@@ -1,0 +1,67 @@
+"""``make kind-up`` (scripts/kind-up.sh, kind-config.yaml) cannot run here (no kind nodes, no
+registry images): these tests check what can be checked without a cluster — the script parses
+(``bash -n``), ``shellcheck`` finds nothing, every version is pinned, and the script, the kind
+configuration and the chart's kind values agree."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from k8s_validation import ROOT
+
+pytestmark = pytest.mark.unit
+
+SCRIPT = ROOT / "scripts" / "kind-up.sh"
+CONFIG = ROOT / "kind-config.yaml"
+KIND_VALUES = ROOT / "charts" / "vigil" / "ci" / "kind-values.yaml"
+
+
+def test_the_script_parses():
+    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_shellcheck_finds_nothing():
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed (Debian package shellcheck)"
+    done = subprocess.run([shellcheck, "--severity=style", str(SCRIPT)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_version_is_pinned():
+    script = SCRIPT.read_text()
+    (node,) = yaml.safe_load(CONFIG.read_text())["nodes"]
+    assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"])
+    lines = script.replace("\\\n", " ").splitlines()
+    installs = [line for line in lines if re.search(r"\bhelm upgrade --install\b", line)
+                and "charts/vigil" not in line]
+    assert len(installs) == 4
+    for line in installs:
+        assert re.search(r"--version \"\$[A-Z_]+_VERSION\"", line), line
+    versions = dict(re.findall(r'^([A-Z_]+_VERSION)="([^"]+)"$', script, re.MULTILINE))
+    assert versions["KSERVE_VERSION"] == "v0.20.0"
+    assert all(v and v not in ("latest", "main", "master") for v in versions.values())
+    for url in re.findall(r"https://raw\.githubusercontent\.com/\S+", script):
+        assert "$INGRESS_NGINX_VERSION" in url, url
+    assert "set -euo pipefail" in script
+
+
+def test_the_script_installs_the_chart_with_the_kind_values():
+    script = SCRIPT.read_text()
+    values = yaml.safe_load(KIND_VALUES.read_text())
+    assert "-f charts/vigil/ci/kind-values.yaml" in script
+    assert "kserve.controller.deploymentMode=Standard" in script
+    assert values["deploymentMode"] == "Standard"
+    image = re.search(r'^IMAGE="([^"]+)"$', script, re.MULTILINE)
+    assert image is not None
+    assert image.group(1) == f"{values['image']['repository']}:{values['image']['tag']}"
+    assert values["image"]["pullPolicy"] == "Never"  # loaded with kind load, never pulled
+    # The ingress controller is the gateway the predictor's NetworkPolicy lets in.
+    assert values["networkPolicy"]["gatewayNamespaces"] == ["ingress-nginx"]
+    assert "/v1/models/fraud:predict" in script
