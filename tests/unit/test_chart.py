@@ -183,7 +183,10 @@ def test_the_predictor_runs_vigil_serve_as_settings_expect(rendered):
 
 def test_external_services_and_extra_settings(rendered):
     documents = rendered["external-redis"]
-    assert not of_kind(documents, "StatefulSet") and not of_kind(documents, "NetworkPolicy")
+    assert not of_kind(documents, "StatefulSet") and not of_kind(documents, "CronJob")
+    (policy,) = of_kind(documents, "NetworkPolicy")
+    egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 443, 6379]
     container = container_of(the(documents, "InferenceService")["spec"]["predictor"])
     env = {e["name"]: e for e in container["env"]}
     assert env["VIGIL_REDIS__URL"]["valueFrom"]["secretKeyRef"] == {
