@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data/fraud
+IMAGE ?= localhost/vigil:dev
 PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
 TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server \
@@ -53,6 +54,10 @@ compile: setup ## Recompile the KFP pipelines into their committed YAML.
 .PHONY: manifests
 manifests: setup ## Render manifests/ (kubectl apply -f / -k) from the Helm chart charts/vigil.
 	$(BIN)/python scripts/render_manifests.py
+
+.PHONY: image
+image: ## Build Vigil's image (components/Dockerfile) with podman on a local Debian base (mmdebstrap).
+	scripts/build-image.sh $(IMAGE)
 
 .PHONY: kind-up
 kind-up: setup ## A kind cluster with KServe (Standard), the Prometheus Operator and Vigil's chart; one prediction.

@@ -1,7 +1,8 @@
 """``make kind-up`` (scripts/kind-up.sh, kind-config.yaml) cannot run here (no kind nodes, no
-registry images): these tests check what can be checked without a cluster — the script parses
+registry images): these tests check what can be checked without a cluster — the scripts parse
 (``bash -n``), ``shellcheck`` finds nothing, every version is pinned, and the script, the kind
-configuration and the chart's kind values agree."""
+configuration, the chart's kind values and the image (components/Dockerfile, built by
+scripts/build-image.sh) agree."""
 
 from __future__ import annotations
 
@@ -16,20 +17,24 @@ from k8s_validation import ROOT
 pytestmark = pytest.mark.unit
 
 SCRIPT = ROOT / "scripts" / "kind-up.sh"
+SCRIPTS = [SCRIPT, ROOT / "scripts" / "build-image.sh"]
+DOCKERFILE = ROOT / "components" / "Dockerfile"
 CONFIG = ROOT / "kind-config.yaml"
 KIND_VALUES = ROOT / "charts" / "vigil" / "ci" / "kind-values.yaml"
 
 
-def test_the_script_parses():
-    done = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True,
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_the_script_parses(script):
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
 
 
-def test_shellcheck_finds_nothing():
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_finds_nothing(script):
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (Debian package shellcheck)"
-    done = subprocess.run([shellcheck, "--severity=style", str(SCRIPT)], capture_output=True,
+    done = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -65,3 +70,16 @@ def test_the_script_installs_the_chart_with_the_kind_values():
     # The ingress controller is the gateway the predictor's NetworkPolicy lets in.
     assert values["networkPolicy"]["gatewayNamespaces"] == ["ingress-nginx"]
     assert "/v1/models/fraud:predict" in script
+
+
+def test_the_image_runs_as_the_charts_user_with_oci_labels():
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", dockerfile, re.MULTILINE)
+    (user,) = re.findall(r"^USER (\d+)(?::\d+)?$", dockerfile, re.MULTILINE)
+    values = yaml.safe_load((ROOT / "charts" / "vigil" / "values.yaml").read_text())
+    chart_helpers = (ROOT / "charts" / "vigil" / "templates" / "_helpers.tpl").read_text()
+    assert f'(dict "uid" {user})' in chart_helpers, "the predictor runs as the image's user"
+    assert int(user) >= 10000
+    for label in ("source", "version", "revision"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile, label
+    assert values["image"]["repository"]
