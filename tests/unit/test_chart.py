@@ -10,6 +10,7 @@ by ``kubectl kustomize``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,36 @@ def test_the_validators_refuse_what_an_api_server_would():
     assert any("drop ALL" in v for v in found)
     assert any("seccompProfile" in v for v in found)
     assert any("runAsNonRoot" in v for v in found)
+
+
+def test_every_value_is_commented_and_in_the_schema():
+    """Every key of values.yaml has a comment line above it (resource quantities aside), and the
+    schema describes exactly the keys values.yaml has, at every level."""
+    uncommented, stack, previous = [], [], ""
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        match = re.match(r"^( *)([A-Za-z0-9_.-]+):", line)
+        if match:
+            indent = len(match.group(1))
+            stack = [(i, k) for i, k in stack if i < indent] + [(indent, match.group(2))]
+            path = [k for _, k in stack]
+            if not previous.lstrip().startswith("#") and "resources" not in path[:-1]:
+                uncommented.append(".".join(path))
+        if line.strip():
+            previous = line
+    assert not uncommented, f"values without a comment: {uncommented}"
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def compare(values: Any, node: dict[str, Any], where: str) -> None:
+        if not isinstance(values, dict) or "properties" not in node:
+            return
+        assert node.get("additionalProperties") is False, f"{where}: open to unknown keys"
+        assert set(values) == set(node["properties"]), where
+        for key, value in values.items():
+            compare(value, node["properties"][key], f"{where}.{key}")
+
+    compare(yaml.safe_load((CHART / "values.yaml").read_text()), schema, "values")
 
 
 # ------------------------------------------------------------------------------ the predictor
