@@ -340,6 +340,7 @@ def test_the_helm_targets_commands_name_the_charts_values():
     ({"deploymentMode": "Serverless"}, "/deploymentMode",
      "value must be one of 'Standard', 'Knative', 'Plain'"),
     ({"model": {"version": 0}}, "/model/version", "minimum: got 0, want 1"),
+    ({"redis": {"auth": {"password": "p@ss/word"}}}, "/redis/auth/password", "does not match"),
 ])
 def test_the_schema_refuses_bad_values_with_one_clear_message(values, where, what):
     base = values_of("standard")
