@@ -108,7 +108,7 @@ password="$(kubectl -n "$NAMESPACE" get secret vigil-redis-auth -o jsonpath='{.d
 export VIGIL_HOME="$ROOT/.vigil-kind"
 export MLFLOW_TRACKING_URI="http://127.0.0.1:15000"
 export VIGIL_REDIS__URL="redis://:$password@127.0.0.1:16379/0"
-"$VIGIL" run --local --simulate
+"$VIGIL" run fraud --local --simulate --rollout-target none
 "$VIGIL" materialize
 # The predictor could not load a model before one was registered: start it again.
 kubectl -n "$NAMESPACE" rollout restart deployment/fraud-predictor

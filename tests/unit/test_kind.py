@@ -57,7 +57,7 @@ def test_every_version_is_pinned():
     assert "set -euo pipefail" in script
 
 
-def test_the_script_installs_the_chart_with_the_kind_values():
+def test_the_script_installs_the_chart_with_the_kind_values(run_vigil):
     script = SCRIPT.read_text()
     values = yaml.safe_load(KIND_VALUES.read_text())
     assert "-f charts/vigil/ci/kind-values.yaml" in script
@@ -70,6 +70,17 @@ def test_the_script_installs_the_chart_with_the_kind_values():
     # The ingress controller is the gateway the predictor's NetworkPolicy lets in.
     assert values["networkPolicy"]["gatewayNamespaces"] == ["ingress-nginx"]
     assert "/v1/models/fraud:predict" in script
+    # The commands it runs on this machine are vigil's own, with options vigil knows.
+    commands = re.findall(r'^"\$VIGIL" (.+)$', script, re.MULTILINE)
+    assert len(commands) == 2
+    for command in commands:
+        words = command.split()
+        options = [w for w in words if w.startswith("--")]
+        done = run_vigil(*[w for w in words if not w.startswith("--") and w != "none"],
+                         "--help")
+        assert done.exit_code == 0, f"vigil {command}: {done.stdout}{done.stderr}"
+        for option in options:
+            assert option in done.stdout, f"vigil {command}: no option {option}"
 
 
 def test_the_image_runs_as_the_charts_user_with_oci_labels():
