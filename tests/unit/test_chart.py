@@ -410,7 +410,18 @@ def test_autoscaling_per_mode(rendered):
     plain = render(deep_merge(values_of("plain"), {"autoscaling": {"enabled": True}}))
     hpa = the(plain, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "vigil-predictor-v1"
+    assert hpa["spec"]["minReplicas"] == 2
     assert not errors(hpa)
+    stable = next(d for d in of_kind(plain, "Deployment")
+                  if d["metadata"]["labels"].get(TRACK_LABEL) == "stable")
+    assert "replicas" not in stable["spec"]  # the HPA's
+    # The canary at 100%: no HPA would keep the primary at zero replicas; it has none.
+    everything = render(deep_merge(values_of("plain"), {"autoscaling": {"enabled": True},
+                                                        "canary": {"trafficPercent": 100}}))
+    assert not of_kind(everything, "HorizontalPodAutoscaler")
+    stable = next(d for d in of_kind(everything, "Deployment")
+                  if d["metadata"]["labels"].get(TRACK_LABEL) == "stable")
+    assert stable["spec"]["replicas"] == 0
 
 
 # ------------------------------------------------------------------------------ checkov

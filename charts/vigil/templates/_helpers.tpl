@@ -240,3 +240,9 @@ volumes:
 {{- if and .Values.canary.enabled (eq (int .Values.canary.trafficPercent) 100) }}0
 {{- else }}{{ max (sub (int .Values.predictor.replicas) $c) 1 }}{{- end }}
 {{- end }}
+
+{{/* Plain mode: whether the primary is autoscaled ("true" or empty). Not while the canary
+takes all the traffic: the primary then has no replicas. */}}
+{{- define "vigil.plain.autoscaled" -}}
+{{- if and .Values.autoscaling.enabled (not (and .Values.canary.enabled (eq (int .Values.canary.trafficPercent) 100))) }}true{{- end }}
+{{- end }}
