@@ -212,6 +212,25 @@ def test_the_predictor_runs_vigil_serve_as_settings_expect(rendered):
     assert redis_url["value"] == "redis://:$(REDIS_PASSWORD)@vigil-redis:6379/0"
 
 
+def test_mlflow_allows_the_host_names_clients_use(rendered):
+    """MLflow's security middleware refuses other Host headers than the ones allowed: the
+    tracking URI the pods get must be one of them."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    documents = rendered["standard"]
+    mlflow = next(d for d in of_kind(documents, "Deployment")
+                  if d["metadata"]["labels"]["app.kubernetes.io/component"] == "mlflow")
+    (container,) = mlflow["spec"]["template"]["spec"]["containers"]
+    (allowed,) = [a.split("=", 1)[1] for a in container["args"]
+                  if a.startswith("--allowed-hosts=")]
+    hosts = allowed.split(",")
+    uri = the(documents, "ConfigMap")["data"]["VIGIL_REGISTRY__TRACKING_URI"]
+    for host in (uri.removeprefix("http://"), "vigil-mlflow.vigil.svc:5000",
+                 "127.0.0.1:15000"):
+        assert is_allowed_host_header(hosts, host), host
+    assert not is_allowed_host_header(hosts, "evil.example.com")
+
+
 def test_external_services_and_extra_settings(rendered):
     documents = rendered["external-redis"]
     assert not of_kind(documents, "StatefulSet") and not of_kind(documents, "CronJob")
