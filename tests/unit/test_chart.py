@@ -25,6 +25,7 @@ from k8s_validation import ROOT, chart, errors, pod_specs, restricted_violations
 from rollout import helm as helm_target
 from rollout.kserve import TRACK_LABEL, VERSION_LABEL, version_of
 from vigil.settings import Settings, load_settings
+from vigil_cli.commands.serve import serve
 
 pytestmark = pytest.mark.unit
 
@@ -190,6 +191,8 @@ def test_the_predictor_runs_vigil_serve_as_settings_expect(rendered):
     container = container_of(predictor)
     assert container["command"] == ["vigil"]
     assert container["args"] == ["serve", "fraud", "--version", "1"]
+    context = serve.make_context("serve", list(container["args"][1:]))  # vigil serve's own
+    assert context.params["version"] == 1 and context.params["model_name"] == "fraud"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -229,6 +232,13 @@ def test_mlflow_allows_the_host_names_clients_use(rendered):
                  "127.0.0.1:15000"):
         assert is_allowed_host_header(hosts, host), host
     assert not is_allowed_host_header(hosts, "evil.example.com")
+    # The arguments are the `mlflow server` command's own (parsed by it, not run).
+    from mlflow.cli import server
+
+    assert container["command"] == ["mlflow"] and container["args"][0] == "server"
+    context = server.make_context("server", list(container["args"][1:]))
+    assert context.params["serve_artifacts"] is True
+    assert context.params["backend_store_uri"] == "$(MLFLOW_BACKEND_STORE_URI)"
 
 
 def test_external_services_and_extra_settings(rendered):
