@@ -4,11 +4,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data/fraud
+IMAGE ?= localhost/vigil:dev
 PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
 TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server redis-cli=redis-tools \
 	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
-	prometheus-alertmanager=prometheus-alertmanager
+	prometheus-alertmanager=prometheus-alertmanager shellcheck=shellcheck
 PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help
@@ -49,6 +50,18 @@ lint: setup ## ruff, mypy and the layer contract (import-linter).
 .PHONY: compile
 compile: setup ## Recompile the KFP pipelines into their committed YAML.
 	$(BIN)/python -m pipelines.compile
+
+.PHONY: manifests
+manifests: setup ## Render manifests/ (kubectl apply -f / -k) from the Helm chart charts/vigil.
+	$(BIN)/python scripts/render_manifests.py
+
+.PHONY: image
+image: ## Build Vigil's image (components/Dockerfile) with podman on a local Debian base (mmdebstrap).
+	scripts/build-image.sh $(IMAGE)
+
+.PHONY: kind-up
+kind-up: setup ## A kind cluster with KServe (Standard), the Prometheus Operator and Vigil's chart; one prediction.
+	scripts/kind-up.sh
 
 .PHONY: bench
 bench: setup ## Run the benchmarks; results go to bench/results/*.json.

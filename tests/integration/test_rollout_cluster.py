@@ -16,6 +16,7 @@ them.
 from __future__ import annotations
 
 import copy
+import functools
 import http.server
 import json
 import shutil
@@ -32,6 +33,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 import yaml
+from k8s_validation import chart, crd_schema
 
 from components.deploy import deploy_candidate
 from components.results import Deployment, Registration
@@ -54,32 +56,9 @@ MERGE_PATCH = "application/merge-patch+json"
 # ------------------------------------------------------------------------------ the schema
 
 
-def strict(schema: Any) -> Any:
-    """The CRD's schema as the API server applies it with strict field validation: an object
-    that lists its properties refuses others (unless it preserves unknown fields)."""
-    if isinstance(schema, list):
-        return [strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict(v) if k in ("items", "additionalProperties", "allOf", "anyOf", "oneOf")
-           else v for k, v in schema.items()}
-    if "properties" in out:
-        out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
-        if "additionalProperties" not in out and not out.get(
-                "x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-    if out.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    return out
-
-
 @pytest.fixture(scope="module")
 def spec_validator() -> jsonschema.Draft7Validator:
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
-    schema = strict(version["schema"]["openAPIV3Schema"]["properties"]["spec"])
-    return jsonschema.Draft7Validator(schema)
+    return jsonschema.Draft7Validator(crd_schema(CRD, "v1beta1")["properties"]["spec"])
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -95,19 +74,19 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+@functools.cache
+def _chart_predictor(version: int) -> str:
+    values = chart().load_values(chart().CHART / "ci" / "manifests-values.yaml")
+    values["model"] = {**values.get("model", {}), "version": version}
+    (isvc,) = [d for d in chart().render(values, namespace=NAMESPACE)
+               if d["kind"] == "InferenceService"]
+    return json.dumps(isvc["spec"]["predictor"])
+
+
 def predictor(version: int) -> dict[str, Any]:
-    """The predictor as Vigil's chart renders it (Standard mode)."""
-    return {
-        "minReplicas": 2, "maxReplicas": 2,
-        "labels": {"app.kubernetes.io/name": "vigil", "app.kubernetes.io/component": "predictor",
-                   "vigil.io/track": "stable", "vigil.io/model-version": str(version)},
-        "containers": [{
-            "name": "kserve-container", "image": "ghcr.io/vigil-mlops/vigil:0.1.0",
-            "command": ["vigil"], "args": ["serve", "fraud", "--version", str(version)],
-            "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}},
-        }],
-    }
+    """The predictor as Vigil's chart renders it (Standard mode, the values of manifests/)."""
+    predictor: dict[str, Any] = json.loads(_chart_predictor(version))
+    return predictor
 
 
 def inference_service(mode: str, version: int = 1) -> dict[str, Any]:
