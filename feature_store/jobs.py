@@ -14,23 +14,20 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from feature_store import offline
-from feature_store.config import StoreConfig
-from feature_store.online import (
-    FeastHistories,
-    HistoryStore,
-    RedisHistories,
-    redis_client,
-    redis_reachable,
-)
-from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
 from vigil.errors import FeatureStoreError
+
+if TYPE_CHECKING:
+    # The online store's modules import Feast (seconds): featurizing does not load them.
+    from feature_store.config import StoreConfig
+    from feature_store.online import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +95,9 @@ def featurize(
 def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:
     """The online histories of ``config``: Redis when it answers (socket timeout
     ``timeout_s``), else Feast (SQLite)."""
+    from feature_store.online import FeastHistories, RedisHistories, redis_client, redis_reachable
+    from feature_store.store import open_store
+
     if redis_reachable(config.redis_url):
         client = redis_client(config.redis_url, timeout_s)
         return RedisHistories(client, config.project, limits=config.limits)
@@ -106,6 +106,8 @@ def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:
 
 def materialize(config: StoreConfig) -> MaterializeResult:
     """Load the history snapshots written by :func:`featurize` into the online store."""
+    from feature_store.online import RedisHistories
+
     paths = offline.SourcePaths.under(config.data_dir)
     for path in (paths.customer_history, paths.terminal_history):
         if not path.exists():

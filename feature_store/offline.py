@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from feast import FeatureStore
 
 from feature_store import names as n
 from feature_store.transforms import (
@@ -29,6 +29,9 @@ from feature_store.transforms import (
 from vigil import contract as c
 from vigil import ordering
 from vigil.errors import FeatureStoreError
+
+if TYPE_CHECKING:  # Feast takes seconds to import: featurizing does not need it
+    from feast import FeatureStore
 
 
 def event_order(transactions: pd.DataFrame) -> np.ndarray:

@@ -31,11 +31,14 @@ from vigil_cli.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
-    from feature_store.config import StoreConfig
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
 
-    config = StoreConfig.from_settings(settings_from(ctx)) if store else None
+    config = None
+    if store:  # the store's configuration imports Feast (seconds): only when writing to it
+        from feature_store.config import StoreConfig
+
+        config = StoreConfig.from_settings(settings_from(ctx))
     raw = read_transactions(transactions)
     _, result = run_featurize(raw.frame, out, store=config)
     click.echo(
