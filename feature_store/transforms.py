@@ -396,17 +396,41 @@ def _columns(table: pa.Table, n_rows: int) -> dict[str, np.ndarray]:
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
+#: Batch executors of one machine: ``arrays`` (sorted NumPy arrays, :mod:`feature_store.
+#: sorted_windows`; falls back to ``duckdb`` where it declines) and ``duckdb`` (the SQL of
+#: :func:`batch_sql`, which Spark runs too).
+BATCH_EXECUTORS: Final = ("arrays", "duckdb")
+
+
 def batch_stats(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    executor: str = "arrays",
 ) -> WindowStats:
     """Window statistics for every row of ``transactions`` (raw schema), in row order."""
     if c.TX_FRAUD not in transactions.columns:
         raise ValueError(f"batch features need labels ({c.TX_FRAUD}) for the terminal windows")
+    if executor not in BATCH_EXECUTORS:
+        raise ValueError(f"unknown batch executor {executor!r}; choose from {BATCH_EXECUTORS}")
     n_rows = len(transactions)
     time_us = to_epoch_us(transactions[c.TX_DATETIME])
     amount = transactions[c.TX_AMOUNT].to_numpy(np.float64)
+    if executor == "arrays":
+        from feature_store.sorted_windows import sorted_stats
+
+        stats = sorted_stats(
+            time_us,
+            amount,
+            transactions[c.TX_FRAUD].to_numpy(np.int64),
+            _arrow_strings(transactions[c.CUSTOMER_ID]),
+            _arrow_strings(transactions[c.TERMINAL_ID]),
+            _arrow_strings(transactions[c.TRANSACTION_ID]),
+            spec,
+        )
+        if stats is not None:
+            return stats
     # Entity ids only partition the windows: integer codes sort faster than strings.
     cid = pd.factorize(transactions[c.CUSTOMER_ID])[0].astype(np.int64)
     table = pa.table(
@@ -475,13 +499,15 @@ def batch_features(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    executor: str = "arrays",
 ) -> pd.DataFrame:
     """Features of every transaction, one row per transaction in input order.
 
     Columns: TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the features of ``spec``
     (handbook names first), and TX_FRAUD when the input has it.
     """
-    features = finalize(batch_stats(transactions, spec, con), spec)
+    features = finalize(batch_stats(transactions, spec, con, executor=executor), spec)
     out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in c.KEY_COLUMNS})
     for name in spec.features:
         out[name] = features[name]
