@@ -363,3 +363,24 @@ def test_days_without_rows_in_a_folder(tmp_path: Path, sample: pd.DataFrame) -> 
     gate = read_transactions(empty, on_bad_values="null", allow_empty=True)
     assert len(gate.frame) == 0
     assert {col: str(t) for col, t in gate.frame.dtypes.items()} == EXPECTED_DTYPES
+
+
+def test_a_bad_value_in_a_folder_of_one_schema_names_its_file(
+    tmp_path: Path, sample: pd.DataFrame
+) -> None:
+    """Daily files of one schema are conformed together; a value that does not convert is
+    still reported with the file it is in."""
+    tx = sample.astype({c.TX_AMOUNT: str})
+    tx.loc[150, c.TX_AMOUNT] = "ten"
+    first, second = tmp_path / "2018-04-01.parquet", tmp_path / "2018-04-02.parquet"
+    tx.iloc[:100].to_parquet(first, index=False)
+    tx.iloc[100:].to_parquet(second, index=False)
+    with pytest.raises(DataError) as info:
+        read_transactions(tmp_path)
+    assert (info.value.file, info.value.column) == (str(second), c.TX_AMOUNT)
+    tx.loc[150, c.TX_AMOUNT] = "10"
+    tx.iloc[100:].to_parquet(second, index=False)
+    raw = read_transactions(tmp_path)
+    assert raw.frame[c.TX_AMOUNT].tolist() == sample[c.TX_AMOUNT].where(
+        sample.index != 150, 10.0).tolist()
+    assert [f.rows for f in raw.files] == [100, 100]

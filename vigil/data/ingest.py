@@ -115,19 +115,39 @@ def read_transactions(
     required = c.REQUIRED_COLUMNS if require_labels else tuple(
         col for col in c.REQUIRED_COLUMNS if col != c.TX_FRAUD
     )
-    for file in files:
-        table = _read_table(file)
-        frame, file_coercions = _conform(table, file, required, on_bad_values)
-        frames.append(frame)
-        coercions.extend(file_coercions)
+    tables = [_read_table(file) for file in files]
+    for file, table in zip(files, tables, strict=True):
         match = _DATE_IN_NAME.search(file.name)
         day = _parse_day(match.group(1)) if match else None
-        sources.append(SourceFile(path=file, rows=len(frame), day=day))
+        sources.append(SourceFile(path=file, rows=table.num_rows, day=day))
     if not allow_empty and not any(source.rows for source in sources):
         where = "" if Path(path).is_file() else f" in {len(files)} file{'s' * (len(files) > 1)}"
         raise DataError(f"holds no rows{where}", file=str(path))
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = _conform_together(tables, Path(path), required)
+    if frame is None:
+        for file, table in zip(files, tables, strict=True):
+            file_frame, file_coercions = _conform(table, file, required, on_bad_values)
+            frames.append(file_frame)
+            coercions.extend(file_coercions)
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return RawTransactions(frame=frame, files=sources, coercions=coercions)
+
+
+def _conform_together(
+    tables: list[pa.Table], path: Path, required: tuple[str, ...]
+) -> pd.DataFrame | None:
+    """Files of one schema (daily parquet files) conformed as one table: the conversions and
+    the frame are built once instead of once per file. None when the files' schemas differ or
+    any value does not convert: then each file is conformed on its own, so that a message
+    names the file and the column."""
+    if len(tables) < 2 or any(not t.schema.equals(tables[0].schema) for t in tables[1:]):
+        return None
+    combined = pa.concat_tables(tables)
+    try:
+        frame, coercions = _conform(combined, path, required, "null")
+    except DataError:
+        return None
+    return None if coercions else frame
 
 
 def _is_supported(path: Path) -> bool:
