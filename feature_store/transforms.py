@@ -25,15 +25,17 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from vigil import contract as c
 from vigil.ordering import id_ranks
+
+if TYPE_CHECKING:  # imported where the SQL executor runs
+    import duckdb
 
 US_PER_DAY: Final = 86_400_000_000
 US_PER_HOUR: Final = 3_600_000_000
@@ -444,6 +446,8 @@ def batch_stats(
         }
     )
     tied = _same_instant_rows(cid, time_us)
+    import duckdb
+
     own = con is None
     con = con or duckdb.connect()
     try:
