@@ -167,9 +167,13 @@ def sorted_stats(
     block_start = np.concatenate(([True], cid[order][1:] != cid[order][:-1]))
     sums = _BlockSums(amounts, block_start)
 
+    edges: dict[int, np.ndarray] = {}
+
     def lo_of(offset_us: int) -> np.ndarray:
         """First sorted position of the customer's window (t - offset, ...]."""
-        return np.searchsorted(ckey, ckey - offset_us, side="right")
+        if offset_us not in edges:
+            edges[offset_us] = np.searchsorted(ckey, ckey - offset_us, side="right")
+        return edges[offset_us]
 
     count, total, squares = {}, {}, {}
     for n in spec.customer_windows_days:
@@ -193,15 +197,23 @@ def sorted_stats(
     order = _entity_order(term, time_us, time_order)
     tkey = keys[order]
     frauds = _prefix(fraud[order].astype(np.int64), np.int64)
-    known_end = np.searchsorted(tkey, tkey - delay, side="right")
+    t_edges: dict[int, np.ndarray] = {}
+
+    def known_before(offset_us: int) -> np.ndarray:
+        """End of the terminal's rows at or before t - offset, in sorted positions."""
+        if offset_us not in t_edges:
+            t_edges[offset_us] = np.searchsorted(tkey, tkey - offset_us, side="right")
+        return t_edges[offset_us]
+
+    known_end = known_before(delay)
     t_count, t_frauds = {}, {}
     for n in spec.terminal_windows_days:
-        lo = np.searchsorted(tkey, tkey - (delay + n * US_PER_DAY), side="right")
+        lo = known_before(delay + n * US_PER_DAY)
         t_count[n] = _unsort(known_end - lo, order)
         t_frauds[n] = _unsort(frauds[known_end] - frauds[lo], order)
     # the latest known label: the last row at or before t - delay, within the horizon; among
     # the terminal's rows at that instant a fraud wins
-    horizon_lo = np.searchsorted(tkey, tkey - (delay + spec.terminal_horizon_us), side="right")
+    horizon_lo = known_before(delay + spec.terminal_horizon_us)
     known = known_end > horizon_lo
     run_start = np.concatenate(([True], tkey[1:] != tkey[:-1]))
     run_fraud = np.maximum.reduceat(fraud[order].astype(np.int64), np.flatnonzero(run_start))

@@ -180,7 +180,7 @@ class _ArrayOps:
 
     @staticmethod
     def ints(values: Any) -> Any:
-        return np.asarray(values).astype(np.int64)
+        return np.asarray(values).astype(np.int64, copy=False)
 
     @staticmethod
     def floats(values: Any) -> Any:
@@ -188,11 +188,16 @@ class _ArrayOps:
 
     @staticmethod
     def ratios(num: list[Any], den: list[Any], default: float) -> Any:
-        """num[i] / den[i] row-wise (``default`` where den <= 0), in one vectorized call."""
-        numerator = np.array(num, dtype=np.float64)
-        denominator = np.array(den, dtype=np.float64)
-        out = np.full(numerator.shape, default, dtype=np.float64)
-        np.divide(numerator, denominator, out=out, where=denominator > 0)
+        """num[i] / den[i] pairwise (``default`` where den <= 0), one array per pair (not
+        stacked into a matrix first: at a million rows the copies cost more than the
+        divisions)."""
+        out = []
+        for n, d in zip(num, den, strict=True):
+            denominator = np.asarray(d, dtype=np.float64)
+            ratio = np.full(denominator.shape, default, dtype=np.float64)
+            np.divide(np.asarray(n, dtype=np.float64), denominator, out=ratio,
+                      where=denominator > 0)
+            out.append(ratio)
         return out
 
 
