@@ -24,7 +24,8 @@ than ~400K customers over a year of data).
 
 from __future__ import annotations
 
-from typing import Final
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +60,7 @@ def _keys(codes: np.ndarray, n_codes: int, time_us: np.ndarray, reach_us: int) -
     return codes * span + (time_us - (first - reach_us))
 
 
-def _entity_order(codes: np.ndarray, time_us: np.ndarray, time_order: np.ndarray) -> np.ndarray:
+def _entity_order(codes: np.ndarray, time_order: np.ndarray) -> np.ndarray:
     """Positions sorted by (entity, time), stable: rows of one entity at one instant keep the
     order of ``time_order`` (positions sorted by time, stable)."""
     small = codes.astype(np.uint16) if codes.max(initial=0) < 1 << 16 else codes
@@ -116,10 +117,17 @@ class _BlockSums:
         slots[starts + np.arange(len(starts))] = -np.concatenate((np.zeros(1, EXTENDED),
                                                                   totals[:-1]))
         self._prefix = np.cumsum(slots)
+        self._row_end: np.ndarray | None = None
 
     def between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Per row (sorted order): the sum of values[lo:hi] (a range of the row's block)."""
         return (self._prefix[hi + self.block] - self._prefix[lo + self.block]).astype(np.float64)
+
+    def up_to_row(self, lo: np.ndarray) -> np.ndarray:
+        """Per row: the sum of values[lo:row + 1]."""
+        if self._row_end is None:
+            self._row_end = self._prefix[np.arange(1, len(self.block) + 1) + self.block]
+        return (self._row_end - self._prefix[lo + self.block]).astype(np.float64)
 
 
 def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -138,6 +146,97 @@ def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return out
 
 
+def _customer_stats(
+    time_us: np.ndarray,
+    amount: np.ndarray,
+    customer_ids: pa.Array,
+    transaction_ids: pa.Array,
+    time_order: np.ndarray,
+    spec: FeatureSpec,
+) -> dict[str, Any] | None:
+    """Customer windows: a window ending at a row is the range [lo, row] of rows sorted by
+    (customer, time, arrival order)."""
+    cid, n_cid = entity_codes(customer_ids)
+    keys = _keys(cid, n_cid, time_us, spec.customer_horizon_us)
+    if keys is None:
+        return None
+    order = _entity_order(cid, time_order)
+    key = keys[order]
+    _arrival_order(order, key, transaction_ids)
+    amounts = amount[order]
+    sorted_cid = cid[order]
+    block_start = np.concatenate(([True], sorted_cid[1:] != sorted_cid[:-1]))
+    sums = _BlockSums(amounts, block_start)
+    end = np.arange(1, len(key) + 1)  # windows end at (and include) their row
+    edges: dict[int, np.ndarray] = {}
+
+    def lo_of(offset_us: int) -> np.ndarray:
+        """First sorted position of the customer's window (t - offset, ...]."""
+        if offset_us not in edges:
+            edges[offset_us] = np.searchsorted(key, key - offset_us, side="right")
+        return edges[offset_us]
+
+    out: dict[str, Any] = {"count": {}, "sum": {}, "sumsq": {}}
+    for n in spec.customer_windows_days:
+        lo = lo_of(n * US_PER_DAY)
+        out["count"][n] = _unsort(end - lo, order)
+        out["sum"][n] = _unsort(sums.up_to_row(lo), order)
+        if n == spec.spread_window_days:
+            # squares rounded to double, as SQL's SUM(amount * amount) and serving take them
+            squares = _BlockSums(amounts * amounts, block_start)
+            out["sumsq"][n] = _unsort(squares.up_to_row(lo), order)
+    recent_lo = lo_of(spec.recent_days * US_PER_DAY)
+    out["recent_max"] = _unsort(_range_max(amounts, recent_lo, end), order)
+    first, last = (lo_of(d * US_PER_DAY) for d in spec.baseline_days)
+    out["baseline_count"] = _unsort(last - first, order)
+    out["baseline_sum"] = _unsort(sums.between(first, last), order)
+    return out
+
+
+def _terminal_stats(
+    time_us: np.ndarray,
+    fraud: np.ndarray,
+    terminal_ids: pa.Array,
+    time_order: np.ndarray,
+    spec: FeatureSpec,
+) -> dict[str, Any] | None:
+    """Terminal windows: the labels known at t are the terminal's rows in (t - delay - n,
+    t - delay], a range of rows sorted by (terminal, time)."""
+    term, n_term = entity_codes(terminal_ids)
+    delay = spec.label_delay_us
+    keys = _keys(term, n_term, time_us, delay + spec.terminal_horizon_us)
+    if keys is None:
+        return None
+    order = _entity_order(term, time_order)
+    key = keys[order]
+    labels = fraud[order].astype(np.int64)
+    frauds = _prefix(labels, np.int64)
+    edges: dict[int, np.ndarray] = {}
+
+    def known_before(offset_us: int) -> np.ndarray:
+        """End of the terminal's rows at or before t - offset, in sorted positions."""
+        if offset_us not in edges:
+            edges[offset_us] = np.searchsorted(key, key - offset_us, side="right")
+        return edges[offset_us]
+
+    known_end = known_before(delay)
+    out: dict[str, Any] = {"count": {}, "frauds": {}}
+    for n in spec.terminal_windows_days:
+        lo = known_before(delay + n * US_PER_DAY)
+        out["count"][n] = _unsort(known_end - lo, order)
+        out["frauds"][n] = _unsort(frauds[known_end] - frauds[lo], order)
+    # the latest known label: the last row at or before t - delay, within the horizon; among
+    # the terminal's rows at that instant a fraud wins
+    known = known_end > known_before(delay + spec.terminal_horizon_us)
+    run_start = np.concatenate(([True], key[1:] != key[:-1]))
+    run_fraud = np.maximum.reduceat(labels, np.flatnonzero(run_start))
+    run_of = np.cumsum(run_start) - 1
+    last = np.maximum(known_end - 1, 0)
+    out["last_known"] = _unsort(np.where(known, time_us[order[last]] + delay, -1), order)
+    out["last_label"] = _unsort(np.where(known, run_fraud[run_of[last]], 0), order)
+    return out
+
+
 def sorted_stats(
     time_us: np.ndarray,
     amount: np.ndarray,
@@ -148,90 +247,35 @@ def sorted_stats(
     spec: FeatureSpec,
 ) -> WindowStats | None:
     """Window statistics of every row (in row order), or None where this executor declines
-    (see the module's docstring)."""
-    n_rows = len(time_us)
-    if not _EXTENDED_OK or n_rows == 0:
+    (see the module's docstring). Customer and terminal windows are computed on two threads
+    (NumPy and Arrow release the GIL in the work that counts)."""
+    if not _EXTENDED_OK or len(time_us) == 0:
         return None
-    time_order = np.argsort(time_us, kind="stable")
-
-    # customers: a window ending at a row is [lo, row] in (customer, time, arrival) order
-    cid, n_cid = entity_codes(customer_ids)
-    keys = _keys(cid, n_cid, time_us, spec.customer_horizon_us)
-    if keys is None:
+    if bool(np.all(time_us[1:] >= time_us[:-1])):  # daily files: usually in time order already
+        time_order = np.arange(len(time_us))
+    else:
+        time_order = np.argsort(time_us, kind="stable")
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="windows") as pool:
+        terminals = pool.submit(
+            _terminal_stats, time_us, fraud, _array(terminal_ids), time_order, spec
+        )
+        customers = _customer_stats(
+            time_us, amount, _array(customer_ids), _array(transaction_ids), time_order, spec
+        )
+        terminal = terminals.result()
+    if customers is None or terminal is None:
         return None
-    order = _entity_order(cid, time_us, time_order)
-    ckey = keys[order]
-    _arrival_order(order, ckey, transaction_ids)
-    amounts = amount[order]
-    at = np.arange(n_rows)
-    block_start = np.concatenate(([True], cid[order][1:] != cid[order][:-1]))
-    sums = _BlockSums(amounts, block_start)
-
-    edges: dict[int, np.ndarray] = {}
-
-    def lo_of(offset_us: int) -> np.ndarray:
-        """First sorted position of the customer's window (t - offset, ...]."""
-        if offset_us not in edges:
-            edges[offset_us] = np.searchsorted(ckey, ckey - offset_us, side="right")
-        return edges[offset_us]
-
-    count, total, squares = {}, {}, {}
-    for n in spec.customer_windows_days:
-        lo = lo_of(n * US_PER_DAY)
-        count[n] = _unsort(at + 1 - lo, order)
-        total[n] = _unsort(sums.between(lo, at + 1), order)
-        if n == spec.spread_window_days:
-            squared = _BlockSums(amounts * amounts, block_start)
-            squares[n] = _unsort(squared.between(lo, at + 1), order)
-    recent_max = _unsort(_range_max(amounts, lo_of(spec.recent_days * US_PER_DAY), at + 1), order)
-    start, end = (lo_of(d * US_PER_DAY) for d in spec.baseline_days)
-    baseline_count = _unsort(end - start, order)
-    baseline_sum = _unsort(sums.between(start, end), order)
-
-    # terminals: labels known at t are the terminal's rows in (t - delay - n, t - delay]
-    term, n_term = entity_codes(terminal_ids)
-    delay = spec.label_delay_us
-    keys = _keys(term, n_term, time_us, delay + spec.terminal_horizon_us)
-    if keys is None:
-        return None
-    order = _entity_order(term, time_us, time_order)
-    tkey = keys[order]
-    frauds = _prefix(fraud[order].astype(np.int64), np.int64)
-    t_edges: dict[int, np.ndarray] = {}
-
-    def known_before(offset_us: int) -> np.ndarray:
-        """End of the terminal's rows at or before t - offset, in sorted positions."""
-        if offset_us not in t_edges:
-            t_edges[offset_us] = np.searchsorted(tkey, tkey - offset_us, side="right")
-        return t_edges[offset_us]
-
-    known_end = known_before(delay)
-    t_count, t_frauds = {}, {}
-    for n in spec.terminal_windows_days:
-        lo = known_before(delay + n * US_PER_DAY)
-        t_count[n] = _unsort(known_end - lo, order)
-        t_frauds[n] = _unsort(frauds[known_end] - frauds[lo], order)
-    # the latest known label: the last row at or before t - delay, within the horizon; among
-    # the terminal's rows at that instant a fraud wins
-    horizon_lo = known_before(delay + spec.terminal_horizon_us)
-    known = known_end > horizon_lo
-    run_start = np.concatenate(([True], tkey[1:] != tkey[:-1]))
-    run_fraud = np.maximum.reduceat(fraud[order].astype(np.int64), np.flatnonzero(run_start))
-    run_of = np.cumsum(run_start) - 1
-    last = np.maximum(known_end - 1, 0)
-    last_known = np.where(known, time_us[order][last] + delay, -1)
-    last_label = np.where(known, run_fraud[run_of[last]], 0)
     return WindowStats(
         time_us=time_us,
         amount=amount,
-        customer_count=count,
-        customer_sum=total,
-        customer_sumsq=squares,
-        terminal_count=t_count,
-        terminal_frauds=t_frauds,
-        customer_recent_max=recent_max,
-        customer_baseline_count=baseline_count,
-        customer_baseline_sum=baseline_sum,
-        terminal_last_known_us=_unsort(last_known, order),
-        terminal_last_label=_unsort(last_label, order),
+        customer_count=customers["count"],
+        customer_sum=customers["sum"],
+        customer_sumsq=customers["sumsq"],
+        terminal_count=terminal["count"],
+        terminal_frauds=terminal["frauds"],
+        customer_recent_max=customers["recent_max"],
+        customer_baseline_count=customers["baseline_count"],
+        customer_baseline_sum=customers["baseline_sum"],
+        terminal_last_known_us=terminal["last_known"],
+        terminal_last_label=terminal["last_label"],
     )
