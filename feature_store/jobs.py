@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.parquet"
+#: The raw columns :func:`featurize` uses (for :func:`vigil.data.ingest.read_transactions`).
+FEATURIZE_COLUMNS = (*c.KEY_COLUMNS, c.TX_AMOUNT, c.TX_FRAUD)
 #: Socket timeout of a materialization's Redis client (script calls of hundreds of keys).
 MATERIALIZE_TIMEOUT_S = 30.0
 

@@ -404,3 +404,17 @@ def test_many_daily_parquet_files_read_together_keep_file_order(
                            in enumerate(itertools.pairwise(bounds)) if day != 7])
     assert [f.rows for f in raw.files][6:9] == [bounds[7] - bounds[6], 0, bounds[9] - bounds[8]]
     pd.testing.assert_frame_equal(raw.frame, _canonical(tx.iloc[kept]))
+
+
+def test_only_the_columns_a_job_uses_are_converted(tmp_path: Path, sample: pd.DataFrame) -> None:
+    sample.to_parquet(tmp_path / "2018-04-01.parquet", index=False)
+    sample.to_parquet(tmp_path / "2018-04-02.parquet", index=False)
+    wanted = [c.TRANSACTION_ID, c.TX_DATETIME, c.TX_AMOUNT]
+    raw = read_transactions(tmp_path, columns=wanted)
+    assert list(raw.frame.columns) == wanted
+    expected = _canonical(pd.concat([sample, sample]))[wanted]
+    pd.testing.assert_frame_equal(raw.frame, expected)
+    # required columns must still be there
+    sample.drop(columns=[c.TX_TIME_DAYS]).to_parquet(tmp_path / "2018-04-02.parquet", index=False)
+    with pytest.raises(DataError, match="missing required column"):
+        read_transactions(tmp_path, columns=wanted)

@@ -106,10 +106,15 @@ def read_transactions(
     require_labels: bool = True,
     on_bad_values: BadValues = "raise",
     allow_empty: bool = False,
+    columns: Iterable[str] | None = None,
 ) -> RawTransactions:
     """Read raw transactions from a file or folder into the contract's types. Data without a
     single row is a :class:`DataError` unless ``allow_empty`` (the validation gate reads it to
-    report it); a file without rows in a folder of daily files is a day without transactions."""
+    report it); a file without rows in a folder of daily files is a day without transactions.
+
+    ``columns`` (contract names) limits the frame to the columns a job uses; the required
+    columns must still be present in every file, but only these are converted."""
+    wanted = None if columns is None else frozenset(columns)
     files = list_files(Path(path))
     frames: list[pd.DataFrame] = []
     sources: list[SourceFile] = []
@@ -130,12 +135,14 @@ def read_transactions(
     if not allow_empty and not any(source.rows for source in sources):
         where = "" if Path(path).is_file() else f" in {len(files)} file{'s' * (len(files) > 1)}"
         raise DataError(f"holds no rows{where}", file=str(path))
-    frame = None if table is None else _conform_together(table, Path(path), required)
+    frame = None if table is None else _conform_together(table, Path(path), required, wanted)
     if frame is None:
         if together is not None:
             tables = [_read_table(file) for file in files]
         for file, file_table in zip(files, tables, strict=True):
-            file_frame, file_coercions = _conform(file_table, file, required, on_bad_values)
+            file_frame, file_coercions = _conform(
+                file_table, file, required, on_bad_values, wanted
+            )
             frames.append(file_frame)
             coercions.extend(file_coercions)
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -165,14 +172,14 @@ def _read_together(files: list[Path]) -> tuple[pa.Table, list[int]] | None:
 
 
 def _conform_together(
-    table: pa.Table, path: Path, required: tuple[str, ...]
+    table: pa.Table, path: Path, required: tuple[str, ...], wanted: frozenset[str] | None
 ) -> pd.DataFrame | None:
     """The files of :func:`_read_together` conformed as one table: the conversions and the
     frame are built once instead of once per file. None when any value does not convert:
     then each file is conformed on its own, so that a message names the file and the
     column."""
     try:
-        frame, coercions = _conform(table, path, required, "null")
+        frame, coercions = _conform(table, path, required, "null", wanted)
     except DataError:
         return None
     return None if coercions else frame
@@ -207,7 +214,11 @@ def _read_table(file: Path) -> pa.Table:
 
 
 def _conform(
-    table: pa.Table, file: Path, required: tuple[str, ...], on_bad_values: BadValues
+    table: pa.Table,
+    file: Path,
+    required: tuple[str, ...],
+    on_bad_values: BadValues,
+    wanted: frozenset[str] | None = None,
 ) -> tuple[pd.DataFrame, list[Coercion]]:
     by_contract: dict[str, str] = {}
     unknown: list[str] = []
@@ -235,7 +246,7 @@ def _conform(
     out: dict[str, pd.Series | np.ndarray] = {}
     coercions: list[Coercion] = []
     for col in c.RAW_COLUMNS:
-        if col not in by_contract:
+        if col not in by_contract or (wanted is not None and col not in wanted):
             continue
         array = table.column(by_contract[col])
         if pa.types.is_null(array.type) and not table.num_rows:

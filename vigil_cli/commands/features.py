@@ -31,6 +31,7 @@ from vigil_cli.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
+    from feature_store.jobs import FEATURIZE_COLUMNS
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
 
@@ -39,7 +40,7 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
         from feature_store.config import StoreConfig
 
         config = StoreConfig.from_settings(settings_from(ctx))
-    raw = read_transactions(transactions)
+    raw = read_transactions(transactions, columns=FEATURIZE_COLUMNS)
     _, result = run_featurize(raw.frame, out, store=config)
     click.echo(
         f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
