@@ -31,6 +31,9 @@ from vigil_cli.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
+    from vigil.process import tune_for_batch
+
+    tune_for_batch()
     from feature_store.jobs import FEATURIZE_COLUMNS
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
