@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vigil_cli.cli import settings_from
+from vigil_cli.cli import exit_without_teardown, settings_from
 
 
 @click.command()
@@ -51,6 +51,7 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
     )
     if result.store_sources:
         click.echo(f"offline store sources: {result.store_sources.transaction_features.parent}")
+    exit_without_teardown()
 
 
 @click.command()
