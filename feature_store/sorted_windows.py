@@ -11,11 +11,12 @@ Spark run), with NumPy instead of window functions:
   a row is a contiguous range ``[lo, row]`` and ties need no correction afterwards;
 * window edges are binary searches (``searchsorted``) of ``t - edge`` in a sorted int64 key
   ``entity * span + time``;
-* counts are differences of positions; sums are differences of prefix sums kept in extended
-  precision (x86's 80-bit ``long double``: the rounding of a difference is that of the
-  window's own additions, as in a window function's segment tree); fraud counts are integer
-  prefix sums, exact;
-* the largest amount of a window is a sparse-table range maximum, one doubling level at a time.
+* counts are differences of positions; sums are differences of prefix sums that restart at
+  every entity, kept in extended precision (x86's 80-bit ``long double``), so a difference
+  is about as exact as summing the window itself; squares are rounded to double first, as
+  SQL's ``SUM(amount * amount)`` rounds them; fraud counts are integer prefix sums, exact;
+* the largest amount of a window is a sparse-table range maximum, one doubling level at a time;
+* customer and terminal windows run on two threads.
 
 It declines (returns None) what it cannot do exactly, and the SQL executor runs instead:
 a platform whose ``long double`` is a plain double, or keys that would overflow int64 (more
