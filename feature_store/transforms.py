@@ -25,15 +25,17 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from vigil import contract as c
 from vigil.ordering import id_ranks
+
+if TYPE_CHECKING:  # imported where the SQL executor runs
+    import duckdb
 
 US_PER_DAY: Final = 86_400_000_000
 US_PER_HOUR: Final = 3_600_000_000
@@ -178,7 +180,7 @@ class _ArrayOps:
 
     @staticmethod
     def ints(values: Any) -> Any:
-        return np.asarray(values).astype(np.int64)
+        return np.asarray(values).astype(np.int64, copy=False)
 
     @staticmethod
     def floats(values: Any) -> Any:
@@ -186,11 +188,16 @@ class _ArrayOps:
 
     @staticmethod
     def ratios(num: list[Any], den: list[Any], default: float) -> Any:
-        """num[i] / den[i] row-wise (``default`` where den <= 0), in one vectorized call."""
-        numerator = np.array(num, dtype=np.float64)
-        denominator = np.array(den, dtype=np.float64)
-        out = np.full(numerator.shape, default, dtype=np.float64)
-        np.divide(numerator, denominator, out=out, where=denominator > 0)
+        """num[i] / den[i] pairwise (``default`` where den <= 0), one array per pair (not
+        stacked into a matrix first: at a million rows the copies cost more than the
+        divisions)."""
+        out = []
+        for n, d in zip(num, den, strict=True):
+            denominator = np.asarray(d, dtype=np.float64)
+            ratio = np.full(denominator.shape, default, dtype=np.float64)
+            np.divide(np.asarray(n, dtype=np.float64), denominator, out=ratio,
+                      where=denominator > 0)
+            out.append(ratio)
         return out
 
 
@@ -396,17 +403,41 @@ def _columns(table: pa.Table, n_rows: int) -> dict[str, np.ndarray]:
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
+#: Batch executors of one machine: ``arrays`` (sorted NumPy arrays, :mod:`feature_store.
+#: sorted_windows`; falls back to ``duckdb`` where it declines) and ``duckdb`` (the SQL of
+#: :func:`batch_sql`, which Spark runs too).
+BATCH_EXECUTORS: Final = ("arrays", "duckdb")
+
+
 def batch_stats(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    executor: str = "arrays",
 ) -> WindowStats:
     """Window statistics for every row of ``transactions`` (raw schema), in row order."""
     if c.TX_FRAUD not in transactions.columns:
         raise ValueError(f"batch features need labels ({c.TX_FRAUD}) for the terminal windows")
+    if executor not in BATCH_EXECUTORS:
+        raise ValueError(f"unknown batch executor {executor!r}; choose from {BATCH_EXECUTORS}")
     n_rows = len(transactions)
     time_us = to_epoch_us(transactions[c.TX_DATETIME])
     amount = transactions[c.TX_AMOUNT].to_numpy(np.float64)
+    if executor == "arrays":
+        from feature_store.sorted_windows import sorted_stats
+
+        stats = sorted_stats(
+            time_us,
+            amount,
+            transactions[c.TX_FRAUD].to_numpy(np.int64),
+            _arrow_strings(transactions[c.CUSTOMER_ID]),
+            _arrow_strings(transactions[c.TERMINAL_ID]),
+            _arrow_strings(transactions[c.TRANSACTION_ID]),
+            spec,
+        )
+        if stats is not None:
+            return stats
     # Entity ids only partition the windows: integer codes sort faster than strings.
     cid = pd.factorize(transactions[c.CUSTOMER_ID])[0].astype(np.int64)
     table = pa.table(
@@ -420,6 +451,8 @@ def batch_stats(
         }
     )
     tied = _same_instant_rows(cid, time_us)
+    import duckdb
+
     own = con is None
     con = con or duckdb.connect()
     try:
@@ -475,13 +508,15 @@ def batch_features(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    executor: str = "arrays",
 ) -> pd.DataFrame:
     """Features of every transaction, one row per transaction in input order.
 
     Columns: TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the features of ``spec``
     (handbook names first), and TX_FRAUD when the input has it.
     """
-    features = finalize(batch_stats(transactions, spec, con), spec)
+    features = finalize(batch_stats(transactions, spec, con, executor=executor), spec)
     out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in c.KEY_COLUMNS})
     for name in spec.features:
         out[name] = features[name]

@@ -88,6 +88,31 @@ def quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated")
 
 
+#: Set by :func:`exit_without_teardown`, read and reset by :func:`main`.
+_EXIT_REQUESTS: set[str] = set()
+
+
+def exit_without_teardown() -> None:
+    """Called by a one-shot command that holds no resources needing cleanup at exit
+    (`vigil featurize`): once it has finished, the ``vigil`` process ends without the
+    interpreter's teardown of pandas, Arrow and NumPy (0.25-0.35 s measured, a tenth of a
+    featurize run). Output is flushed and logging shut down first; when :func:`main` runs
+    inside another program (tests), nothing changes."""
+    _EXIT_REQUESTS.add("without teardown")
+
+
+def _end_process_now() -> None:
+    requested = bool(_EXIT_REQUESTS)
+    _EXIT_REQUESTS.clear()
+    main_module = sys.modules.get("__main__")
+    # the process was started to run this command line: `vigil ...` or `python -m vigil_cli`
+    if requested and getattr(main_module, "main", None) is main:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
+
+
 def main() -> None:
     # Idle OpenMP threads (LightGBM) yield instead of spinning: on a few shared cores spinning
     # workers slow everything else down (training measured 8x slower without this).
@@ -95,6 +120,7 @@ def main() -> None:
     quiet_library_warnings()
     try:
         cli.main(standalone_mode=False)
+        _end_process_now()
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_store.transforms import DEFAULT_SPEC, FeatureSpec, batch_features, batch_stats
+from feature_store.transforms import (
+    BATCH_EXECUTORS,
+    DEFAULT_SPEC,
+    FeatureSpec,
+    batch_features,
+    batch_stats,
+)
 from vigil import contract as c
 from vigil.data.simulate import SimulationConfig, simulate
 from vigil.ordering import id_order_key
@@ -16,6 +22,13 @@ from vigil.ordering import id_order_key
 pytestmark = pytest.mark.unit
 
 DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=BATCH_EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    """Every batch executor of one machine: sorted arrays, and the SQL (DuckDB) that Spark
+    runs too."""
+    return str(request.param)
 
 
 def brute_force(tx: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
@@ -115,14 +128,14 @@ def assert_features_equal(actual: pd.DataFrame, expected: pd.DataFrame, spec: Fe
         )
 
 
-def test_simulated_days_match_brute_force() -> None:
+def test_simulated_days_match_brute_force(executor: str) -> None:
     sim = simulate(SimulationConfig(n_customers=40, n_terminals=30, n_days=45, radius=30, seed=3))
     tx = _as_raw(sim.transactions)
     assert len(tx) > 1500 and tx[c.TX_FRAUD].sum() > 20
-    assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
+    assert_features_equal(batch_features(tx, executor=executor), brute_force(tx), DEFAULT_SPEC)
 
 
-def test_many_ties_in_shuffled_rows_match_brute_force() -> None:
+def test_many_ties_in_shuffled_rows_match_brute_force(executor: str) -> None:
     """Times floored to the hour (a customer's transactions often share an instant), rows in
     random order: arrival order among peers is (time, id) whatever the row order."""
     sim = simulate(SimulationConfig(n_customers=15, n_terminals=10, n_days=40, radius=30, seed=5))
@@ -131,7 +144,7 @@ def test_many_ties_in_shuffled_rows_match_brute_force() -> None:
     tx = tx.sample(frac=1.0, random_state=7).reset_index(drop=True)
     peers = tx.duplicated([c.CUSTOMER_ID, c.TX_DATETIME], keep=False)
     assert peers.sum() > 50
-    assert_features_equal(batch_features(tx), brute_force(tx), DEFAULT_SPEC)
+    assert_features_equal(batch_features(tx, executor=executor), brute_force(tx), DEFAULT_SPEC)
 
 
 #: Ids on which DuckDB's TRY_CAST, pandas' to_numeric and a digits regex used to disagree.
@@ -139,7 +152,7 @@ HARD_IDS = ["1234567890123456789", "1e3", "9223372036854775808", "-5", "+5", "00
             " 5", "0x10"]
 
 
-def test_same_instant_transactions_count_in_the_one_id_order() -> None:
+def test_same_instant_transactions_count_in_the_one_id_order(executor: str) -> None:
     """One customer's transactions at one instant, rows shuffled: batch counts each one after
     the ids :func:`vigil.ordering.id_order_key` puts before it."""
     t0 = pd.Timestamp("2018-04-02 12:00:00")
@@ -153,7 +166,7 @@ def test_same_instant_transactions_count_in_the_one_id_order() -> None:
         c.TX_AMOUNT: rng.uniform(1, 100, len(ids)).round(2),
         c.TX_FRAUD: 0,
     }))
-    got = batch_features(tx).set_index(c.TRANSACTION_ID)
+    got = batch_features(tx, executor=executor).set_index(c.TRANSACTION_ID)
     expected_order = sorted(ids, key=id_order_key)
     assert expected_order[:8] == ["-5", "+5", "007", "7", "1234567890123456789", " 5", "0x10",
                                   "1e3"]
@@ -162,7 +175,7 @@ def test_same_instant_transactions_count_in_the_one_id_order() -> None:
     assert_features_equal(got.reset_index(), brute_force(tx), DEFAULT_SPEC)
 
 
-def test_window_edges_ties_and_label_delay() -> None:
+def test_window_edges_ties_and_label_delay(executor: str) -> None:
     """Hand-placed transactions on every edge the definitions have."""
     t0 = pd.Timestamp("2018-04-02 12:00:00")  # a Monday
     events = [
@@ -192,8 +205,8 @@ def test_window_edges_ties_and_label_delay() -> None:
     )
     tx[c.TX_DATETIME] = tx[c.TX_DATETIME].astype("datetime64[us]")
     tx = _as_raw(tx)
-    got = batch_features(tx).set_index(c.TRANSACTION_ID)
-    stats = batch_stats(tx)
+    got = batch_features(tx, executor=executor).set_index(c.TRANSACTION_ID)
+    stats = batch_stats(tx, executor=executor)
     position = {tid: i for i, tid in enumerate(tx[c.TRANSACTION_ID])}
     # the largest recent amount counts same-instant transactions in arrival order only
     assert stats.customer_recent_max[position["2"]] == 20.0
@@ -222,7 +235,7 @@ def test_window_edges_ties_and_label_delay() -> None:
     assert got.loc["9", ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]].tolist() == [1, 0]
 
 
-def test_other_windows_and_delay() -> None:
+def test_other_windows_and_delay(executor: str) -> None:
     spec = FeatureSpec(
         customer_windows_days=(2, 3),
         terminal_windows_days=(5,),
@@ -241,6 +254,6 @@ def test_other_windows_and_delay() -> None:
         )
     )
     tx = _as_raw(sim.transactions)
-    assert_features_equal(batch_features(tx, spec), brute_force(tx, spec), spec)
+    assert_features_equal(batch_features(tx, spec, executor=executor), brute_force(tx, spec), spec)
     assert "CUSTOMER_ID_NB_TX_3DAY_WINDOW" in spec.features
     assert date(2020, 2, 20) + timedelta(days=9) == date(2020, 2, 29)  # spans a leap day

@@ -4,6 +4,7 @@ and the column."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 from datetime import date
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vigil import contract as c
+from vigil.data import ingest
 from vigil.data.ingest import read_transactions
 from vigil.errors import DataError
 
@@ -363,3 +365,56 @@ def test_days_without_rows_in_a_folder(tmp_path: Path, sample: pd.DataFrame) -> 
     gate = read_transactions(empty, on_bad_values="null", allow_empty=True)
     assert len(gate.frame) == 0
     assert {col: str(t) for col, t in gate.frame.dtypes.items()} == EXPECTED_DTYPES
+
+
+def test_a_bad_value_in_a_folder_of_one_schema_names_its_file(
+    tmp_path: Path, sample: pd.DataFrame
+) -> None:
+    """Daily files of one schema are conformed together; a value that does not convert is
+    still reported with the file it is in."""
+    tx = sample.astype({c.TX_AMOUNT: str})
+    tx.loc[150, c.TX_AMOUNT] = "ten"
+    first, second = tmp_path / "2018-04-01.parquet", tmp_path / "2018-04-02.parquet"
+    tx.iloc[:100].to_parquet(first, index=False)
+    tx.iloc[100:].to_parquet(second, index=False)
+    with pytest.raises(DataError) as info:
+        read_transactions(tmp_path)
+    assert (info.value.file, info.value.column) == (str(second), c.TX_AMOUNT)
+    tx.loc[150, c.TX_AMOUNT] = "10"
+    tx.iloc[100:].to_parquet(second, index=False)
+    raw = read_transactions(tmp_path)
+    assert raw.frame[c.TX_AMOUNT].tolist() == sample[c.TX_AMOUNT].where(
+        sample.index != 150, 10.0).tolist()
+    assert [f.rows for f in raw.files] == [100, 100]
+
+
+def test_many_daily_parquet_files_read_together_keep_file_order(
+    tmp_path: Path, tiny_transactions: pd.DataFrame
+) -> None:
+    """Daily parquet files of one schema are read in parallel: rows still come in file order,
+    each file's rows in its own order, with an empty day among them."""
+    tx = tiny_transactions.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    bounds = np.linspace(0, len(tx), 41).astype(int)
+    for day, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        part = tx.iloc[lo:hi] if day != 7 else tx.iloc[:0]
+        part.to_parquet(tmp_path / f"part-{day:03d}.parquet", index=False)
+    assert ingest._read_together(ingest.list_files(tmp_path)) is not None
+    raw = read_transactions(tmp_path)
+    kept = np.concatenate([np.arange(lo, hi) for day, (lo, hi)
+                           in enumerate(itertools.pairwise(bounds)) if day != 7])
+    assert [f.rows for f in raw.files][6:9] == [bounds[7] - bounds[6], 0, bounds[9] - bounds[8]]
+    pd.testing.assert_frame_equal(raw.frame, _canonical(tx.iloc[kept]))
+
+
+def test_only_the_columns_a_job_uses_are_converted(tmp_path: Path, sample: pd.DataFrame) -> None:
+    sample.to_parquet(tmp_path / "2018-04-01.parquet", index=False)
+    sample.to_parquet(tmp_path / "2018-04-02.parquet", index=False)
+    wanted = [c.TRANSACTION_ID, c.TX_DATETIME, c.TX_AMOUNT]
+    raw = read_transactions(tmp_path, columns=wanted)
+    assert list(raw.frame.columns) == wanted
+    expected = _canonical(pd.concat([sample, sample]))[wanted]
+    pd.testing.assert_frame_equal(raw.frame, expected)
+    # required columns must still be there
+    sample.drop(columns=[c.TX_TIME_DAYS]).to_parquet(tmp_path / "2018-04-02.parquet", index=False)
+    with pytest.raises(DataError, match="missing required column"):
+        read_transactions(tmp_path, columns=wanted)

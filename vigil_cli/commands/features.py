@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vigil_cli.cli import settings_from
+from vigil_cli.cli import exit_without_teardown, settings_from
 
 
 @click.command()
@@ -31,12 +31,19 @@ from vigil_cli.cli import settings_from
 @click.pass_context
 def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
     """Compute the fraud features of every transaction (batch, DuckDB)."""
-    from feature_store.config import StoreConfig
+    from vigil.process import tune_for_batch
+
+    tune_for_batch()
+    from feature_store.jobs import FEATURIZE_COLUMNS
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
 
-    config = StoreConfig.from_settings(settings_from(ctx)) if store else None
-    raw = read_transactions(transactions)
+    config = None
+    if store:  # the store's configuration imports Feast (seconds): only when writing to it
+        from feature_store.config import StoreConfig
+
+        config = StoreConfig.from_settings(settings_from(ctx))
+    raw = read_transactions(transactions, columns=FEATURIZE_COLUMNS)
     _, result = run_featurize(raw.frame, out, store=config)
     click.echo(
         f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
@@ -44,6 +51,7 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
     )
     if result.store_sources:
         click.echo(f"offline store sources: {result.store_sources.transaction_features.parent}")
+    exit_without_teardown()
 
 
 @click.command()
