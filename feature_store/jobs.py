@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from feature_store import offline
 from feature_store.config import StoreConfig
+from feature_store.engines import DEFAULT_ENGINE, ENGINES, SparkOptions
 from feature_store.online import (
     FeastHistories,
     HistoryStore,
@@ -27,6 +28,7 @@ from feature_store.online import (
     redis_client,
     redis_reachable,
 )
+from feature_store.spark import spark_features
 from feature_store.store import open_store
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
@@ -68,12 +70,15 @@ def featurize(
     *,
     store: StoreConfig | None = None,
     cutoff: datetime | None = None,
+    engine: str = DEFAULT_ENGINE,
+    spark: SparkOptions | None = None,
 ) -> tuple[pd.DataFrame, FeaturizeResult]:
     """Features of every transaction; written to ``out_dir/features.parquet`` when given, and
     to the Feast offline sources of ``store`` when given (history snapshots at ``cutoff``,
-    default: the last transaction)."""
+    default: the last transaction). ``engine`` runs the feature SQL: ``duckdb`` (in process)
+    or ``spark`` (a session started with ``spark``, stopped before returning)."""
     t0 = time.perf_counter()
-    features = batch_features(transactions, DEFAULT_SPEC)
+    features = engine_features(transactions, engine, spark)
     path = Path()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,17 @@ def featurize(
         store_sources=sources,
     )
     return features, result
+
+
+def engine_features(
+    transactions: pd.DataFrame, engine: str, spark: SparkOptions | None = None
+) -> pd.DataFrame:
+    """The one feature definition, executed by ``engine`` (one of :data:`ENGINES`)."""
+    if engine == "duckdb":
+        return batch_features(transactions, DEFAULT_SPEC)
+    if engine == "spark":
+        return spark_features(transactions, DEFAULT_SPEC, options=spark)
+    raise FeatureStoreError(f"feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
 def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import click
 
+from feature_store.engines import (
+    DEFAULT_ENGINE,
+    DEFAULT_MASTER,
+    DEFAULT_PARTITIONS,
+    ENGINES,
+    SparkOptions,
+)
 from vigil_cli.cli import settings_from
 
 
@@ -28,19 +35,48 @@ from vigil_cli.cli import settings_from
     show_default=True,
     help="Also write the feature store's offline sources (under VIGIL_HOME).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=DEFAULT_ENGINE,
+    show_default=True,
+    help="What runs the feature SQL: DuckDB in this process, or Spark (PySpark, Java 17+).",
+)
+@click.option(
+    "--master",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    help="Spark master (--engine spark): local[N], or a cluster's URL (spark://host:7077).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PARTITIONS,
+    show_default=True,
+    help="Spark shuffle partitions of the window queries (--engine spark).",
+)
 @click.pass_context
-def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
-    """Compute the fraud features of every transaction (batch, DuckDB)."""
+def featurize(
+    ctx: click.Context,
+    transactions: Path,
+    out: Path,
+    store: bool,
+    engine: str,
+    master: str,
+    partitions: int,
+) -> None:
+    """Compute the fraud features of every transaction (batch: DuckDB, or Spark)."""
     from feature_store.config import StoreConfig
     from feature_store.jobs import featurize as run_featurize
     from vigil.data.ingest import read_transactions
 
     config = StoreConfig.from_settings(settings_from(ctx)) if store else None
+    spark = SparkOptions(master=master, partitions=partitions) if engine == "spark" else None
     raw = read_transactions(transactions)
-    _, result = run_featurize(raw.frame, out, store=config)
+    _, result = run_featurize(raw.frame, out, store=config, engine=engine, spark=spark)
     click.echo(
         f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
-        f"in {result.seconds:.1f} s ({result.first} .. {result.last})"
+        f"in {result.seconds:.1f} s on {engine} ({result.first} .. {result.last})"
     )
     if result.store_sources:
         click.echo(f"offline store sources: {result.store_sources.transaction_features.parent}")
