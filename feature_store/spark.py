@@ -19,6 +19,7 @@ is imported only when a session starts, so the DuckDB path never needs it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,8 @@ import pyarrow as pa
 from feature_store.engines import SparkOptions
 from feature_store.transforms import DEFAULT_SPEC, SPARK, FeatureSpec, batch_features
 from vigil.errors import FeatureStoreError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from feast import RepoConfig
@@ -51,7 +54,10 @@ def _require_java() -> None:
 
 @contextlib.contextmanager
 def spark_session(options: SparkOptions | None = None) -> Iterator[SparkSession]:
-    """A Spark session for featurization, stopped (JVM and all) when the block ends."""
+    """A Spark session for featurization, stopped (JVM and all) when the block ends.
+
+    When this process already has an active session (a caller's, e.g. a notebook's or a test
+    module's), that one is used as it is and left running: a process has one SparkContext."""
     options = options or SparkOptions()
     _require_java()
     try:
@@ -60,6 +66,14 @@ def spark_session(options: SparkOptions | None = None) -> Iterator[SparkSession]
         raise FeatureStoreError(
             "the spark engine needs pyspark: pip install 'vigil[spark]'"
         ) from e
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        master = active.sparkContext.master
+        if master != options.master:
+            log.warning("using this process's Spark session (master %s), not %s",
+                        master, options.master)
+        yield active
+        return
     builder: Any = SparkSession.builder.master(options.master).appName(options.app_name)
     for key, value in options.conf().items():
         builder = builder.config(key, value)

@@ -194,3 +194,53 @@ def test_feast_spark_offline_store_serves_the_duckdb_training_set(
     store.apply(list(spark_definitions(str(config.data_dir)).all))
     got = offline.training_set(store, rows)
     assert_same_features(got, expected)
+
+
+def test_the_featurize_job_on_spark_writes_what_duckdb_writes(
+    spark: object, transactions: pd.DataFrame, tmp_path: Path
+) -> None:
+    """``featurize(engine="spark")`` (the command's and the pipeline step's job) uses this
+    process's session and writes the same features and offline sources as DuckDB."""
+    from feature_store.jobs import featurize
+
+    written = {}
+    for engine in ("duckdb", "spark"):
+        config = StoreConfig(repo_path=tmp_path / engine, project="p", redis_url="redis://")
+        _, result = featurize(transactions, tmp_path / engine / "out", store=config,
+                              engine=engine)
+        assert result.rows == len(transactions)
+        assert result.store_sources is not None
+        written[engine] = (
+            pd.read_parquet(result.path),
+            pd.read_parquet(result.store_sources.transaction_features).drop(columns="created"),
+        )
+    assert_same_features(written["spark"][0], written["duckdb"][0])
+    spark_rows, duckdb_rows = written["spark"][1], written["duckdb"][1]
+    assert list(spark_rows.columns) == list(duckdb_rows.columns)
+    for name in spark_rows.columns:
+        if name in DEFAULT_SPEC.features:
+            np.testing.assert_allclose(spark_rows[name], duckdb_rows[name], rtol=1e-9, atol=1e-9)
+        else:
+            assert spark_rows[name].tolist() == duckdb_rows[name].tolist(), name
+    assert spark.sparkContext._jsc is not None  # type: ignore[attr-defined]  # still running
+
+
+def test_vigil_featurize_engine_spark_end_to_end(tiny_daily_dir: Path, tmp_path: Path) -> None:
+    """The command in a fresh process: it starts its own local Spark, writes the features
+    DuckDB computes, and stops Spark (the process exits)."""
+    import subprocess
+    import sys
+
+    from vigil.data.ingest import read_transactions
+
+    done = subprocess.run(
+        [sys.executable, "-m", "vigil_cli", "featurize", "--transactions", str(tiny_daily_dir),
+         "--out", str(tmp_path / "out"), "--no-store", "--engine", "spark",
+         "--master", "local[2]", "--partitions", "3"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on spark" in done.stdout
+    got = pd.read_parquet(tmp_path / "out" / "features.parquet")
+    expected = batch_features(read_transactions(tiny_daily_dir).frame)
+    assert_same_features(got, expected)
