@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from feature_store.engines import (
+    DEFAULT_DRIVER_MEMORY,
     DEFAULT_ENGINE,
     DEFAULT_MASTER,
     DEFAULT_PARTITIONS,
@@ -55,6 +56,12 @@ from vigil_cli.cli import settings_from
     show_default=True,
     help="Spark shuffle partitions of the window queries (--engine spark).",
 )
+@click.option(
+    "--driver-memory",
+    default=DEFAULT_DRIVER_MEMORY,
+    show_default=True,
+    help="Spark driver heap (--engine spark; local mode runs the executors in it too).",
+)
 @click.pass_context
 def featurize(
     ctx: click.Context,
@@ -64,6 +71,7 @@ def featurize(
     engine: str,
     master: str,
     partitions: int,
+    driver_memory: str,
 ) -> None:
     """Compute the fraud features of every transaction (batch: DuckDB, or Spark)."""
     from feature_store.config import StoreConfig
@@ -71,7 +79,11 @@ def featurize(
     from vigil.data.ingest import read_transactions
 
     config = StoreConfig.from_settings(settings_from(ctx)) if store else None
-    spark = SparkOptions(master=master, partitions=partitions) if engine == "spark" else None
+    spark = (
+        SparkOptions(master=master, partitions=partitions, driver_memory=driver_memory)
+        if engine == "spark"
+        else None
+    )
     raw = read_transactions(transactions)
     _, result = run_featurize(raw.frame, out, store=config, engine=engine, spark=spark)
     click.echo(
