@@ -74,6 +74,8 @@ def spark_session(options: SparkOptions | None = None) -> Iterator[SparkSession]
                         master, options.master)
         yield active
         return
+    if options.local:  # every Spark service of a local session on loopback, not only the driver
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder: Any = SparkSession.builder.master(options.master).appName(options.app_name)
     for key, value in options.conf().items():
         builder = builder.config(key, value)
