@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 # Programs the tests run, as command=Debian package (scripts/system-packages.sh installs them).
 TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server redis-cli=redis-tools \
 	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
-	prometheus-alertmanager=prometheus-alertmanager shellcheck=shellcheck
+	prometheus-alertmanager=prometheus-alertmanager shellcheck=shellcheck \
+	java=openjdk-17-jre-headless
 PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help

@@ -16,8 +16,8 @@ from typing import Any
 #: Every benchmark (a module bench.<name>), in the order `make bench` runs them and the README
 #: shows them.
 BENCHMARKS = [
-    "simulate", "features", "online", "cluster", "pipeline", "handbook", "serving", "abuse",
-    "rollout", "drift",
+    "simulate", "features", "spark", "online", "cluster", "pipeline", "handbook", "serving",
+    "abuse", "rollout", "drift",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(os.environ.get("VIGIL_BENCH_DATA", "/tmp/vigil-bench"))

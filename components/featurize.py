@@ -1,8 +1,8 @@
 """Step 2, featurize: features into the Feast offline store, then the point-in-time training set.
 
-* The features of every transaction (one definition, :mod:`feature_store.transforms`) and the
-  history snapshots go to the offline store under the settings' home
-  (:func:`feature_store.jobs.featurize`).
+* The features of every transaction (one definition, :mod:`feature_store.transforms`, its SQL
+  run by DuckDB or Spark: ``engine``) and the history snapshots go to the offline store under
+  the settings' home (:func:`feature_store.jobs.featurize`).
 * The rows of the training and test windows are then read back through Feast's historical
   retrieval of the feature service ``fraud_v1`` (:func:`feature_store.offline.training_set`):
   the training set is what the feature store serves, point in time, not a side copy.
@@ -23,6 +23,7 @@ from components.results import Featurization
 from components.runtime import say
 from components.windows import DELAY, FIT, SPLIT_COLUMN, SPLITS, TEST, VALID, WindowSpec
 from feature_store.config import StoreConfig
+from feature_store.engines import DEFAULT_ENGINE, DEFAULT_MASTER, ENGINES, SparkOptions
 from feature_store.jobs import featurize
 from feature_store.names import FEATURE_SERVICE
 from feature_store.offline import training_set
@@ -31,7 +32,7 @@ from feature_store.transforms import DEFAULT_SPEC
 from vigil import contract as c
 from vigil.data.ingest import read_transactions
 from vigil.data.summary import summarize_transactions
-from vigil.errors import DataError
+from vigil.errors import DataError, FeatureStoreError
 from vigil.settings import Settings
 
 STEP = "featurize"
@@ -45,9 +46,14 @@ def featurize_data(
     settings: Settings,
     windows: WindowSpec,
     dataset: Path,
+    engine: str = DEFAULT_ENGINE,
+    spark_master: str = DEFAULT_MASTER,
 ) -> Featurization:
-    """Featurize ``transactions`` into the offline store of ``settings`` and write the
-    point-in-time dataset of the evaluation windows to ``dataset`` (parquet)."""
+    """Featurize ``transactions`` into the offline store of ``settings`` (feature SQL on
+    ``engine``: duckdb, or spark with ``spark_master``) and write the point-in-time dataset of
+    the evaluation windows to ``dataset`` (parquet)."""
+    if engine not in ENGINES:
+        raise FeatureStoreError(f"feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
     raw = read_transactions(transactions).frame
     if raw.empty:
         raise DataError("no transactions to featurize", file=str(transactions))
@@ -59,9 +65,10 @@ def featurize_data(
 
     t0 = time.perf_counter()
     store = StoreConfig.from_settings(settings)
-    _, result = featurize(raw, None, store=store)
+    spark = SparkOptions(master=spark_master) if engine == "spark" else None
+    _, result = featurize(raw, None, store=store, engine=engine, spark=spark)
     say(STEP, f"{result.rows:,} rows x {len(result.features)} features into the offline store "
-              f"in {time.perf_counter() - t0:.1f} s")
+              f"in {time.perf_counter() - t0:.1f} s ({engine})")
 
     split = resolved.split_of(times)
     wanted = np.isin(split, (FIT, VALID, TEST))

@@ -54,9 +54,12 @@ def featurize(
     delay_days: int,
     test_days: int,
     test_end: str,
+    feature_engine: str,
+    spark_master: str,
     dataset: Output[Dataset],
 ) -> str:
-    """Features into the Feast offline store; the point-in-time dataset of fraud_v1."""
+    """Features into the Feast offline store (SQL on duckdb or spark); the point-in-time
+    dataset of fraud_v1."""
     from pathlib import Path
 
     from components.featurize import STEP, featurize_data
@@ -70,6 +73,8 @@ def featurize(
             settings=step_settings(vigil_home, vigil_config),
             windows=WindowSpec.from_params(train_days, valid_days, delay_days, test_days, test_end),
             dataset=Path(dataset.path),
+            engine=feature_engine,
+            spark_master=spark_master,
         )
     return to_json(summary)
 

@@ -17,7 +17,9 @@ No side effects at import: Feast imports every module here on ``feast apply``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Float64, Int64, PrimitiveFeastType, String
@@ -59,28 +61,29 @@ class Definitions:
         return [*self.entities, *self.sources, *self.feature_views, *self.feature_services]
 
 
-def build(data_dir: str = "data") -> Definitions:
-    """All Feast objects, with sources under ``data_dir``.
+def build(data_dir: str = "data", *, batch_source: Callable[..., Any] = FileSource) -> Definitions:
+    """All Feast objects, with sources under ``data_dir``; ``batch_source`` makes the parquet
+    sources (``FileSource``; :func:`feature_store.spark.spark_definitions` passes Spark's).
 
     ``feast apply`` uses the relative default (Feast resolves it against the repo). Vigil passes
     an absolute folder, because Feast's DuckDB store reads parquet paths relative to the
     working directory instead.
     """
-    transaction_features_source = FileSource(
+    transaction_features_source = batch_source(
         name=n.TRANSACTION_FEATURES_SOURCE,
         path=f"{data_dir}/{n.TRANSACTION_FEATURES_FILE}",
         timestamp_field=n.EVENT_TIMESTAMP,
         created_timestamp_column=n.CREATED,
         description="Batch features as of each transaction (vigil featurize).",
     )
-    customer_history_source = FileSource(
+    customer_history_source = batch_source(
         name=n.CUSTOMER_HISTORY_SOURCE,
         path=f"{data_dir}/{n.CUSTOMER_HISTORY_FILE}",
         timestamp_field=n.EVENT_TIMESTAMP,
         created_timestamp_column=n.CREATED,
         description="Each customer's recent transactions at the batch cutoff.",
     )
-    terminal_history_source = FileSource(
+    terminal_history_source = batch_source(
         name=n.TERMINAL_HISTORY_SOURCE,
         path=f"{data_dir}/{n.TERMINAL_HISTORY_FILE}",
         timestamp_field=n.EVENT_TIMESTAMP,

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_store import names, offline
+from feature_store.engines import DEFAULT_ENGINE, ENGINES, SparkOptions
+from feature_store.spark import spark_features
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
 from vigil.errors import FeatureStoreError
@@ -71,12 +73,16 @@ def featurize(
     *,
     store: StoreConfig | None = None,
     cutoff: datetime | None = None,
+    engine: str = DEFAULT_ENGINE,
+    spark: SparkOptions | None = None,
 ) -> tuple[pd.DataFrame, FeaturizeResult]:
     """Features of every transaction; written to ``out_dir/features.parquet`` when given, and
     to the Feast offline sources of ``store`` when given (history snapshots at ``cutoff``,
-    default: the last transaction)."""
+    default: the last transaction). ``engine``: ``duckdb`` computes them in this process (the
+    sorted-arrays executor, or the feature SQL on DuckDB where it declines), ``spark`` runs
+    the feature SQL on a session started with ``spark``, stopped before returning."""
     t0 = time.perf_counter()
-    features = batch_features(transactions, DEFAULT_SPEC)
+    features = engine_features(transactions, engine, spark)
     path = Path()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +114,17 @@ def write_features(features: pd.DataFrame, path: Path) -> None:
         if pa.types.is_integer(f.type) or f.name in (c.CUSTOMER_ID, c.TERMINAL_ID)
     ]
     pq.write_table(table, path, use_dictionary=repeating)
+
+
+def engine_features(
+    transactions: pd.DataFrame, engine: str, spark: SparkOptions | None = None
+) -> pd.DataFrame:
+    """The one feature definition, executed by ``engine`` (one of :data:`ENGINES`)."""
+    if engine == "duckdb":
+        return batch_features(transactions, DEFAULT_SPEC)
+    if engine == "spark":
+        return spark_features(transactions, DEFAULT_SPEC, options=spark)
+    raise FeatureStoreError(f"feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
 def online_histories(config: StoreConfig, timeout_s: float) -> HistoryStore:

@@ -10,8 +10,9 @@ Every feature is a function of *window statistics* at the transaction's time ``t
   ``label_delay`` days after its transaction, so the window ``(t - n, t]`` over label
   availability times is the handbook's ``(t - delay - n, t - delay]`` over transaction times.
 
-Two executors compute the same statistics: :func:`batch_features` with SQL window functions on
-DuckDB over the whole history (the same SQL runs on Spark), and :func:`online_features` with
+Two executors compute the same statistics: :func:`batch_features` with SQL window functions over
+the whole history, on DuckDB or on Spark (the same query, :func:`batch_sql`; :class:`Dialect`
+holds what the two spell differently), and :func:`online_features` with
 NumPy over the short per-entity histories the online store keeps. Both hand the statistics to
 :func:`finalize`, the single place where features are defined from them. A parity test proves
 the executors agree to 1e-9. (For a single transaction, the online statistics and
@@ -24,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -305,11 +306,61 @@ def _interval(us: int) -> str:
     return f"INTERVAL '{us} microseconds'"
 
 
-def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
+@dataclasses.dataclass(frozen=True)
+class Dialect:
+    """What the batch SQL spells differently per engine: only the microseconds of a timestamp.
+
+    Everything else is the same text on DuckDB and Spark SQL (tested on both): RANGE frames
+    over a timestamp with ``INTERVAL '<n> microseconds'`` bounds, COALESCE, CAST, window
+    aggregates. Timestamps are naive UTC; a Spark session runs with ``spark.sql.session.
+    timeZone=UTC`` (:mod:`feature_store.spark`), so both engines read the same instants.
+    """
+
+    name: str
+    #: SQL of a timestamp's epoch microseconds, ``{}`` standing for the column.
+    epoch_us: str
+
+    def micros(self, column: str) -> str:
+        return self.epoch_us.format(column)
+
+
+DUCKDB: Final = Dialect("duckdb", "epoch_us({})")
+SPARK: Final = Dialect("spark", "unix_micros({})")
+
+
+class SqlEngine(Protocol):
+    """Runs the batch SQL: named Arrow tables in, the query's result as one Arrow table out."""
+
+    dialect: Dialect
+
+    def query(self, sql: str, tables: Mapping[str, pa.Table]) -> pa.Table: ...
+
+
+class DuckDBEngine:
+    """:class:`SqlEngine` on a DuckDB connection (the default executor)."""
+
+    dialect = DUCKDB
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def query(self, sql: str, tables: Mapping[str, pa.Table]) -> pa.Table:
+        for name, table in tables.items():
+            self.con.register(name, table)
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        finally:
+            for name in tables:
+                self.con.unregister(name)
+
+
+def batch_sql(
+    spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx", dialect: Dialect = DUCKDB
+) -> str:
     """The window statistics of every transaction of ``table``, as one SQL query.
 
-    ``table`` has columns ``row_idx, cid, term, ts, amount, fraud``. RANGE frames (DuckDB; Spark
-    SQL spells ``epoch_us`` as ``unix_micros``). Customer windows ending at the current row
+    ``table`` has columns ``row_idx, cid, term, ts, amount, fraud``; ``dialect`` renders it for
+    DuckDB or Spark SQL (:class:`Dialect`). Customer windows ending at the current row
     include all of its RANGE peers, the customer's transactions at the same instant; those that
     come later in arrival order are taken out again with :func:`ties_sql`.
     """
@@ -339,7 +390,8 @@ def batch_sql(spec: FeatureSpec = DEFAULT_SPEC, table: str = "tx") -> str:
     # Latest known label: the largest (time, label) pair, packed into one number so that
     # among labels of one instant a fraud wins, whatever the row order.
     w = term.format(lo=_interval(delay + spec.terminal_horizon_us - 1), hi=_interval(delay))
-    select.append(f"COALESCE(MAX(epoch_us(ts) * 2 + fraud) OVER ({w}), -1) AS t_last")
+    last = f"MAX({dialect.micros('ts')} * 2 + fraud)"
+    select.append(f"COALESCE({last} OVER ({w}), -1) AS t_last")
     return f"SELECT row_idx, {', '.join(select)} FROM {table} ORDER BY row_idx"
 
 
@@ -413,10 +465,16 @@ def batch_stats(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    engine: SqlEngine | None = None,
     *,
     executor: str = "arrays",
 ) -> WindowStats:
-    """Window statistics for every row of ``transactions`` (raw schema), in row order."""
+    """Window statistics for every row of ``transactions`` (raw schema), in row order.
+
+    On one machine ``executor`` computes them (``arrays`` by default, see
+    :data:`BATCH_EXECUTORS`). Given an ``engine`` (e.g. :class:`feature_store.spark.SparkEngine`)
+    the SQL of :func:`batch_sql` runs there instead; ``duckdb`` runs it on ``con`` or a DuckDB
+    connection of its own. Everything else is the same for every engine."""
     if c.TX_FRAUD not in transactions.columns:
         raise ValueError(f"batch features need labels ({c.TX_FRAUD}) for the terminal windows")
     if executor not in BATCH_EXECUTORS:
@@ -424,7 +482,7 @@ def batch_stats(
     n_rows = len(transactions)
     time_us = to_epoch_us(transactions[c.TX_DATETIME])
     amount = transactions[c.TX_AMOUNT].to_numpy(np.float64)
-    if executor == "arrays":
+    if executor == "arrays" and engine is None:
         from feature_store.sorted_windows import sorted_stats
 
         stats = sorted_stats(
@@ -451,22 +509,22 @@ def batch_stats(
         }
     )
     tied = _same_instant_rows(cid, time_us)
-    import duckdb
+    own = engine is None and con is None
+    if engine is None:
+        import duckdb
 
-    own = con is None
-    con = con or duckdb.connect()
-    try:
+        con = con or duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-        con.register("tx", table)
-        result = _columns(con.sql(batch_sql(spec)).to_arrow_table(), n_rows)
-        con.unregister("tx")
+        engine = DuckDBEngine(con)
+    try:
+        sql = batch_sql(spec, dialect=engine.dialect)
+        result = _columns(engine.query(sql, {"tx": table}), n_rows)
         if len(tied):
             tid_rank = id_ranks(_arrow_strings(transactions[c.TRANSACTION_ID]).take(tied))
-            con.register("ties", table.take(tied).append_column("tid_rank", pa.array(tid_rank)))
-            peers = con.sql(ties_sql()).fetchnumpy()
-            con.unregister("ties")
+            ties = table.take(tied).append_column("tid_rank", pa.array(tid_rank))
+            peers = _columns(engine.query(ties_sql(), {"ties": ties}), len(tied))
     finally:
-        if own:
+        if own and con is not None:
             con.close()
 
     def col(name: str, dtype: type) -> np.ndarray:
@@ -508,6 +566,7 @@ def batch_features(
     transactions: pd.DataFrame,
     spec: FeatureSpec = DEFAULT_SPEC,
     con: duckdb.DuckDBPyConnection | None = None,
+    engine: SqlEngine | None = None,
     *,
     executor: str = "arrays",
 ) -> pd.DataFrame:
@@ -516,7 +575,7 @@ def batch_features(
     Columns: TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, the features of ``spec``
     (handbook names first), and TX_FRAUD when the input has it.
     """
-    features = finalize(batch_stats(transactions, spec, con, executor=executor), spec)
+    features = finalize(batch_stats(transactions, spec, con, engine, executor=executor), spec)
     out = pd.DataFrame({k: transactions[k].reset_index(drop=True) for k in c.KEY_COLUMNS})
     for name in spec.features:
         out[name] = features[name]

@@ -70,6 +70,8 @@ def fraud_training(
     max_fraud_share: float = DEFAULTS.max_fraud_share,
     lightgbm_params: str = DEFAULTS.lightgbm_params,
     rollout_target: str = DEFAULTS.rollout_target,
+    feature_engine: str = DEFAULTS.feature_engine,
+    spark_master: str = DEFAULTS.spark_master,
 ) -> FraudTrainingOutputs:
     """Train, evaluate and (when better) register the fraud model.
 
@@ -95,6 +97,10 @@ def fraud_training(
         lightgbm_params: JSON object of LightGBM parameter overrides.
         rollout_target: none (register only), local, kserve or helm: where a registered
             challenger is rolled out (canary steps, promoted or rolled back by the analysis).
+        feature_engine: What runs the feature SQL of the featurize step: duckdb (in the step's
+            process) or spark (a PySpark session; the same definition, tested equal).
+        spark_master: With feature_engine spark: local[N] inside the step, or a cluster's
+            master URL (spark://host:7077, k8s://...).
     """
     checked = validate(
         transactions=transactions,
@@ -110,6 +116,8 @@ def fraud_training(
         delay_days=delay_days,
         test_days=test_days,
         test_end=test_end,
+        feature_engine=feature_engine,
+        spark_master=spark_master,
     ).after(checked)
     trained = train(dataset=features.outputs["dataset"], lightgbm_params=lightgbm_params)
     evaluated = evaluate(

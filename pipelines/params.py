@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Final
 
 from components.windows import WindowSpec
+from feature_store.engines import DEFAULT_ENGINE, DEFAULT_MASTER
 from vigil.data.validation import ValidationConfig
 
 _WINDOWS: Final = WindowSpec()
@@ -43,6 +44,8 @@ class FraudTrainingParams:
     max_fraud_share: float = _VALIDATION.max_fraud_share
     lightgbm_params: str = "{}"
     rollout_target: str = "none"
+    feature_engine: str = DEFAULT_ENGINE
+    spark_master: str = DEFAULT_MASTER
 
     def arguments(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

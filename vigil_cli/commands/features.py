@@ -6,6 +6,14 @@ from pathlib import Path
 
 import click
 
+from feature_store.engines import (
+    DEFAULT_DRIVER_MEMORY,
+    DEFAULT_ENGINE,
+    DEFAULT_MASTER,
+    DEFAULT_PARTITIONS,
+    ENGINES,
+    SparkOptions,
+)
 from vigil_cli.cli import exit_without_teardown, settings_from
 
 
@@ -28,9 +36,44 @@ from vigil_cli.cli import exit_without_teardown, settings_from
     show_default=True,
     help="Also write the feature store's offline sources (under VIGIL_HOME).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=DEFAULT_ENGINE,
+    show_default=True,
+    help="What runs the feature SQL: DuckDB in this process, or Spark (PySpark, Java 17+).",
+)
+@click.option(
+    "--master",
+    default=DEFAULT_MASTER,
+    show_default=True,
+    help="Spark master (--engine spark): local[N], or a cluster's URL (spark://host:7077).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PARTITIONS,
+    show_default=True,
+    help="Spark shuffle partitions of the window queries (--engine spark).",
+)
+@click.option(
+    "--driver-memory",
+    default=DEFAULT_DRIVER_MEMORY,
+    show_default=True,
+    help="Spark driver heap (--engine spark; local mode runs the executors in it too).",
+)
 @click.pass_context
-def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) -> None:
-    """Compute the fraud features of every transaction (batch, DuckDB)."""
+def featurize(
+    ctx: click.Context,
+    transactions: Path,
+    out: Path,
+    store: bool,
+    engine: str,
+    master: str,
+    partitions: int,
+    driver_memory: str,
+) -> None:
+    """Compute the fraud features of every transaction (batch: on this machine, or Spark)."""
     from vigil.process import tune_for_batch
 
     tune_for_batch()
@@ -43,11 +86,16 @@ def featurize(ctx: click.Context, transactions: Path, out: Path, store: bool) ->
         from feature_store.config import StoreConfig
 
         config = StoreConfig.from_settings(settings_from(ctx))
+    spark = (
+        SparkOptions(master=master, partitions=partitions, driver_memory=driver_memory)
+        if engine == "spark"
+        else None
+    )
     raw = read_transactions(transactions, columns=FEATURIZE_COLUMNS)
-    _, result = run_featurize(raw.frame, out, store=config)
+    _, result = run_featurize(raw.frame, out, store=config, engine=engine, spark=spark)
     click.echo(
         f"wrote {result.rows:,} rows x {len(result.features)} features to {result.path} "
-        f"in {result.seconds:.1f} s ({result.first} .. {result.last})"
+        f"in {result.seconds:.1f} s on {engine} ({result.first} .. {result.last})"
     )
     if result.store_sources:
         click.echo(f"offline store sources: {result.store_sources.transaction_features.parent}")

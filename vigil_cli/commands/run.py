@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from feature_store.engines import ENGINES
 from pipelines.params import DEFAULTS, FraudTrainingParams
 from rollout import NO_ROLLOUT, TARGETS
 from vigil.evaluation.metrics import METRICS
@@ -66,6 +67,11 @@ def run() -> None:
               default=DEFAULTS.rollout_target, show_default=True,
               help="After registering a challenger, roll it out there (canary steps decided "
               "by Prometheus; the rollout.* settings); none: register only.")
+@click.option("--feature-engine", type=click.Choice(ENGINES), default=DEFAULTS.feature_engine,
+              show_default=True,
+              help="What runs the featurize step's feature SQL: duckdb, or spark (PySpark).")
+@click.option("--spark-master", default=DEFAULTS.spark_master, show_default=True,
+              help="--feature-engine spark: local[N] in the step, or a cluster's master URL.")
 @click.option("--pipeline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="--local: folder for the run's artifacts (default: VIGIL_HOME/pipeline_runs).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
@@ -94,6 +100,8 @@ def fraud(
     min_improvement: float,
     lightgbm_params: str,
     rollout_target: str,
+    feature_engine: str,
+    spark_master: str,
     pipeline_root: Path | None,
     json_out: Path | None,
     experiment: str,
@@ -124,6 +132,8 @@ def fraud(
         min_improvement=min_improvement,
         lightgbm_params=lightgbm_params,
         rollout_target=rollout_target,
+        feature_engine=feature_engine,
+        spark_master=spark_master,
     )
 
     if host is not None:
