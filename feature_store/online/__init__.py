@@ -22,12 +22,42 @@ One concept per module:
 
 from __future__ import annotations
 
-from feature_store.online.connection import redis_client, redis_reachable
-from feature_store.online.feast_histories import FeastHistories
-from feature_store.online.history_store import HistoryStore, OnlineRead, Status
-from feature_store.online.limits import HistoryLimits
-from feature_store.online.merge import HISTORY_SLACK_US, append_events, merge_customer
-from feature_store.online.redis_histories import RedisHistories
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from feature_store.online.connection import redis_client, redis_reachable
+    from feature_store.online.feast_histories import FeastHistories
+    from feature_store.online.history_store import HistoryStore, OnlineRead, Status
+    from feature_store.online.limits import HistoryLimits
+    from feature_store.online.merge import HISTORY_SLACK_US, append_events, merge_customer
+    from feature_store.online.redis_histories import RedisHistories
+
+#: Where each public name lives. Loaded on first use: the codec and the stores import Feast
+#: (seconds), which a job that only needs :class:`HistoryLimits` (featurize) does not pay.
+_HOMES = {
+    "redis_client": "connection",
+    "redis_reachable": "connection",
+    "FeastHistories": "feast_histories",
+    "HistoryStore": "history_store",
+    "OnlineRead": "history_store",
+    "Status": "history_store",
+    "HistoryLimits": "limits",
+    "HISTORY_SLACK_US": "merge",
+    "append_events": "merge",
+    "merge_customer": "merge",
+    "RedisHistories": "redis_histories",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "HISTORY_SLACK_US",
