@@ -8,16 +8,18 @@ The data has three negative amounts, so the run stops at the validation gate (th
 the test stays short): the retrain fails, the champion is untouched, and the failure is in
 ``vigil_retrain_runs_total{result="failed"}`` that ``VigilRetrainFailed`` alerts on. A drift
 and a performance alert in one notification start one retrain (the second is recorded busy);
-their resolution starts nothing. A successful retrain through the same command is the e2e test
-of ``vigil run fraud --local`` (tests/e2e/test_fraud_training.py), not repeated here.
+their resolution starts nothing. Then the same path on good small simulated data: a drift alert
+retrains and the gate registers the model (about 80 s of the file's 2 minutes here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,12 +27,15 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 from monitoring_env import alertmanager
 
 from inference.client import free_port
 from vigil import contract as c
 from vigil.data.simulate import Simulation, write_daily
+from vigil.registry import CHAMPION, Registry
+from vigil.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -62,12 +67,11 @@ def bad_data(tmp_path: Path, small_simulation: Simulation) -> Path:
     return out
 
 
-@pytest.fixture
-def webhook(tmp_path: Path, bad_data: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running_webhook(tmp_path: Path, data: Path, settings: dict[str, Any]) -> Iterator[str]:
     """``vigil retrain-webhook fraud`` as a process on a free port; stopped by PID."""
-    home = tmp_path / "home"
     config = tmp_path / "vigil.yaml"
-    config.write_text(yaml.safe_dump({"home": str(home)}))
+    config.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), **settings}))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VIGIL_", "MLFLOW_"))}
@@ -75,7 +79,7 @@ def webhook(tmp_path: Path, bad_data: Path) -> Iterator[str]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vigil_cli", "--config", str(config), "retrain-webhook",
-             "fraud", "--port", str(port), "--transactions", str(bad_data)],
+             "fraud", "--port", str(port), "--transactions", str(data)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -98,6 +102,12 @@ def webhook(tmp_path: Path, bad_data: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def webhook(tmp_path: Path, bad_data: Path) -> Iterator[str]:
+    with running_webhook(tmp_path, bad_data, {}) as url:
+        yield url
 
 
 def post_alerts(am: str, *names: str, resolved: bool = False) -> None:
@@ -165,3 +175,35 @@ def test_alertmanager_starts_one_retrain_and_a_failed_one_is_counted(
             webhook, lambda s: sum(d["action"] == "resolved" for d in s["decisions"]) == 2,
             "the resolved notification arrived", 30)
         assert len(status["retrains"]) == 1 and not status["running"]
+
+
+@pytest.fixture
+def feast_project() -> Iterator[str]:
+    name = f"vigilretrain_{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        for key in client.scan_iter(match=b"*" + name.encode() + b"*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def test_a_drift_alert_retrains_and_registers_a_model(
+    tmp_path: Path, small_simulation: Simulation, feast_project: str
+) -> None:
+    """The same path on good data: the pipeline runs to the end and the gate registers the
+    model (the first one: no champion to beat)."""
+    data = tmp_path / "good"
+    cfg = small_simulation.config
+    write_daily(small_simulation.transactions, data, cfg.start_date, cfg.n_days)
+    with running_webhook(tmp_path, data, {"features": {"project": feast_project}}) as hook, \
+            alertmanager(tmp_path / "am", am_config(hook)) as am:
+        post_alerts(am, "VigilDriftDetected")
+        status = wait_status(hook, lambda s: s["retrains"] and not s["running"],
+                             "the retrain ended", 240)
+    (retrain,) = status["retrains"]
+    assert retrain["result"] == "registered", retrain
+    assert [d["action"] for d in status["decisions"]] == ["started"]
+    registry = Registry.from_settings(load_settings(tmp_path / "vigil.yaml"))
+    assert registry.get_card("fraud", alias=CHAMPION).version == 1
