@@ -8,8 +8,9 @@ The data has three negative amounts, so the run stops at the validation gate (th
 the test stays short): the retrain fails, the champion is untouched, and the failure is in
 ``vigil_retrain_runs_total{result="failed"}`` that ``VigilRetrainFailed`` alerts on. A drift
 and a performance alert in one notification start one retrain (the second is recorded busy);
-their resolution starts nothing. Then the same path on good small simulated data: a drift alert
-retrains and the gate registers the model (about 80 s of the file's 2 minutes here).
+their resolution starts nothing. With a KFP host the same alert creates a KFP run (against a
+local server playing the KFP API, as in test_schedule_kfp.py). Then the same path on good small
+simulated data: a drift alert retrains and the gate registers the model (about 80 s).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import httpx
 import pytest
 import redis
 import yaml
+from kfp_env import API, running_kfp_api
 from monitoring_env import alertmanager
 
 from inference.client import free_port
@@ -68,7 +70,8 @@ def bad_data(tmp_path: Path, small_simulation: Simulation) -> Path:
 
 
 @contextlib.contextmanager
-def running_webhook(tmp_path: Path, data: Path, settings: dict[str, Any]) -> Iterator[str]:
+def running_webhook(tmp_path: Path, data: Path, settings: dict[str, Any],
+                    *args: str) -> Iterator[str]:
     """``vigil retrain-webhook fraud`` as a process on a free port; stopped by PID."""
     config = tmp_path / "vigil.yaml"
     config.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), **settings}))
@@ -79,7 +82,7 @@ def running_webhook(tmp_path: Path, data: Path, settings: dict[str, Any]) -> Ite
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vigil_cli", "--config", str(config), "retrain-webhook",
-             "fraud", "--port", str(port), "--transactions", str(data)],
+             "fraud", "--port", str(port), "--transactions", str(data), *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -117,7 +120,9 @@ def post_alerts(am: str, *names: str, resolved: bool = False) -> None:
         alert: dict[str, Any] = {
             "labels": {"alertname": name, "model_name": "fraud", "severity": "warning"},
             "annotations": {"summary": f"{name} (test)"},
-            "startsAt": (now - timedelta(minutes=5)).isoformat(),
+            # Not older than group_wait: Alertmanager would flush an old alert's group at once,
+            # before the next alert of the same post joins it.
+            "startsAt": now.isoformat(),
         }
         if resolved:
             alert["endsAt"] = now.isoformat()
@@ -158,6 +163,7 @@ def test_alertmanager_starts_one_retrain_and_a_failed_one_is_counted(
         status = wait_status(webhook, lambda s: s["retrains"] and not s["running"],
                              "the retrain ended", 100)
         (retrain,) = status["retrains"]
+        assert len(status["decisions"]) == 2, status["decisions"]  # one notification
         assert retrain["result"] == "failed", retrain
         assert "exit 1" in retrain["detail"], retrain
         assert "TX_AMOUNT" in retrain["detail"], retrain
@@ -207,3 +213,26 @@ def test_a_drift_alert_retrains_and_registers_a_model(
     assert [d["action"] for d in status["decisions"]] == ["started"]
     registry = Registry.from_settings(load_settings(tmp_path / "vigil.yaml"))
     assert registry.get_card("fraud", alias=CHAMPION).version == 1
+
+
+def test_with_a_kfp_host_an_alert_creates_a_kfp_run(tmp_path: Path) -> None:
+    from pipelines.remote import PIPELINE_YAML
+
+    with running_kfp_api() as kfp_api, \
+            running_webhook(tmp_path, Path("/mnt/vigil/data/fraud"),
+                            {"pipelines": {"kfp_host": kfp_api.url, "experiment": "retrain"}},
+                            "--rollout-target", "kserve") as hook, \
+            alertmanager(tmp_path / "am", am_config(hook)) as am:
+        post_alerts(am, "VigilLiveAPBelowEvaluated")
+        status = wait_status(hook, lambda s: s["retrains"] and not s["running"],
+                             "the KFP run was created", 90)
+    (retrain,) = status["retrains"]
+    assert retrain["result"] == "submitted", retrain
+    assert kfp_api.errors == []
+    assert ("POST", f"{API}/runs") in [(m, p) for m, p, _ in kfp_api.requests]
+    (run,) = kfp_api.runs
+    assert run["experiment_id"] == kfp_api.experiments["retrain"]
+    assert run["pipeline_spec"] == yaml.safe_load(PIPELINE_YAML.read_text())
+    params = run["runtime_config"]["parameters"]
+    assert params["transactions"] == "/mnt/vigil/data/fraud"
+    assert params["rollout_target"] == "kserve"
