@@ -10,6 +10,7 @@ pipeline's gate decides whether a challenger is registered (and rolled out with
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def fraud(ctx: click.Context, bind: str, port: int, transactions: str, host: str
     where = f"KFP at {host}" if host else "kfp.local on this machine"
     click.echo(f"retrain webhook on {server.url}/alerts: {', '.join(sorted(retrainer.alertnames))}"
                f" start `vigil run fraud` ({where}); runs logged in {out_dir}", err=True)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a pod stopping) ends like Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
