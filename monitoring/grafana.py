@@ -197,6 +197,11 @@ def rollouts() -> dict[str, Any]:
             (f'sum(rate(vigil_rollout_shadow_transactions_total{{{M},agreement="agree"}}'
              f"[$__rate_interval])) / sum(rate(vigil_rollout_shadow_transactions_total{{{M}}}"
              f"[$__rate_interval]))", "agreement")], unit="percentunit"),
+        _panel("Retrains by result (webhook)", [
+            (f"sum by (result) (increase(vigil_retrain_runs_total{{{M}}}[1d]))",
+             "{{result}}")]),
+        _panel("Retrain running", [
+            (f"max(vigil_retrain_running{{{M}}})", "running")], kind="stat"),
     ], "vigil_rollout_info")
 
 

@@ -1,4 +1,5 @@
-"""Submit the compiled ``fraud-training`` pipeline to a Kubeflow Pipelines endpoint.
+"""Submit the compiled ``fraud-training`` pipeline to a Kubeflow Pipelines endpoint, once
+(:func:`submit`) or on a schedule (:func:`schedule`, a KFP recurring run).
 
 What runs on the cluster is the committed YAML (``pipelines/fraud_training.yaml``), the same
 file ``kfp run submit -f`` takes, never a fresh compile: what was reviewed is what runs.
@@ -7,8 +8,12 @@ file ``kfp run submit -f`` takes, never a fresh compile: what was reviewed is wh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -66,27 +71,92 @@ def submission(
 def submit(request: Submission) -> SubmittedRun:
     """Create a run of ``request.package`` on the KFP endpoint; errors become
     :class:`SubmissionError` with the endpoint's or the connection's message."""
-    import kfp
-    import urllib3
-    from kfp_server_api.exceptions import ApiException
-
-    try:
-        with warnings.catch_warnings():
-            # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later versions."
-            warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
-            client = kfp.Client(host=request.host)
-        result = client.create_run_from_pipeline_package(
+    with _kfp_errors(request.host, "the run"):
+        result = _client(request.host).create_run_from_pipeline_package(
             str(request.package),
             arguments=request.arguments,
             run_name=request.run_name,
             experiment_name=request.experiment,
         )
-    except urllib3.exceptions.HTTPError as e:
-        reason = getattr(e, "reason", None) or e
-        raise SubmissionError(f"cannot reach Kubeflow Pipelines at {request.host}: {reason}") from e
-    except ApiException as e:
-        raise SubmissionError(
-            f"Kubeflow Pipelines at {request.host} refused the run: {e.status} {e.reason}"
-        ) from e
     run_id = str(result.run_id)
     return SubmittedRun(run_id=run_id, url=f"{request.host}/#/runs/details/{run_id}")
+
+
+#: A KFP cron field: digits, names (MON, JAN), ``*``, ``?``, ranges, steps and lists.
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,\-]+$")
+CRON_FIELDS: Final = ("second", "minute", "hour", "day of month", "month", "day of week")
+
+
+def check_cron(expression: str) -> str:
+    """``expression`` as KFP's scheduler reads it (robfig/cron with seconds: 6 fields), with
+    single spaces; :class:`SubmissionError` naming what is wrong otherwise."""
+    fields = expression.split()
+    if len(fields) != len(CRON_FIELDS):
+        raise SubmissionError(
+            f"cron {expression!r} has {len(fields)} field(s); KFP takes 6: "
+            + " ".join(f.replace(" ", "-") for f in CRON_FIELDS)
+            + " (for example '0 0 2 * * *' is 02:00:00 every day)"
+        )
+    for name, field in zip(CRON_FIELDS, fields, strict=True):
+        if not _CRON_FIELD.match(field):
+            raise SubmissionError(f"cron {expression!r}: the {name} field {field!r} is not "
+                                  "a cron field (digits, names, * ? - / ,)")
+    return " ".join(fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurringRun:
+    recurring_run_id: str
+    experiment_id: str
+    cron: str
+    url: str
+
+
+def schedule(request: Submission, cron: str, *, job_name: str) -> RecurringRun:
+    """Create a KFP recurring run of ``request.package`` on ``cron`` (6 fields, seconds
+    first): at most one run at a time (``max_concurrency=1``) and no backfill of missed
+    intervals (``no_catchup``), in ``request.experiment`` (created when missing)."""
+    cron = check_cron(cron)
+    with _kfp_errors(request.host, "the recurring run"):
+        client = _client(request.host)
+        # kfp prints "Experiment details: URL" on stdout: keep stdout for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            experiment = client.create_experiment(request.experiment)
+        result = client.create_recurring_run(
+            experiment_id=str(experiment.experiment_id),
+            job_name=job_name,
+            cron_expression=cron,
+            max_concurrency=1,
+            no_catchup=True,
+            params=request.arguments,
+            pipeline_package_path=str(request.package),
+        )
+    rr_id = str(result.recurring_run_id)
+    return RecurringRun(rr_id, str(experiment.experiment_id), cron,
+                        f"{request.host}/#/recurringrun/details/{rr_id}")
+
+
+def _client(host: str) -> Any:
+    import kfp
+
+    with warnings.catch_warnings():
+        # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later versions."
+        warnings.filterwarnings("ignore", category=FutureWarning, module="kfp")
+        return kfp.Client(host=host)
+
+
+@contextlib.contextmanager
+def _kfp_errors(host: str, what: str) -> Iterator[None]:
+    """Connection and API errors of the kfp client as :class:`SubmissionError`."""
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    try:
+        yield
+    except urllib3.exceptions.HTTPError as e:
+        reason = getattr(e, "reason", None) or e
+        raise SubmissionError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from e
+    except ApiException as e:
+        raise SubmissionError(
+            f"Kubeflow Pipelines at {host} refused {what}: {e.status} {e.reason}"
+        ) from e

@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY, CollectorRegistry
 
 import monitoring.metrics  # noqa: F401 - declares the serving metrics on the default registry
-from monitoring import drift, freshness, performance, rollout, skew
+from monitoring import drift, freshness, performance, retrain, rollout, skew
 
 #: Series the Pushgateway adds to every pushed group.
 PUSHGATEWAY_SERIES = {"push_time_seconds", "push_failure_time_seconds"}
@@ -58,7 +58,9 @@ def vigil_series() -> set[str]:
                   drift.result_registry(sample_drift), performance.live_registry([sample_live]),
                   skew.skew_registry(sample_skew),
                   freshness.materialization_registry("vigil", {"customer_history":
-                                                               datetime.now(UTC)})]
+                                                               datetime.now(UTC)}),
+                  retrain.Retrainer(lambda: retrain.Outcome("registered"),
+                                    model_name="fraud").registry]
     return set().union(*(series_names(r) for r in registries)) | PUSHGATEWAY_SERIES
 
 

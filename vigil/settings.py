@@ -380,6 +380,16 @@ class MonitoringSettings(StrictModel):
     live_out_dir: Path | None = None
 
 
+class PipelinesSettings(StrictModel):
+    """Where training pipelines run when not on this machine."""
+
+    #: Kubeflow Pipelines endpoint (http(s)://...) of ``vigil schedule`` and of the retrain
+    #: webhook; none: ``vigil schedule`` needs ``--host``, the webhook runs kfp.local.
+    kfp_host: str | None = Field(default=None, pattern=r"^https?://")
+    #: KFP experiment of scheduled and webhook-started runs.
+    experiment: str = Field(default="vigil", min_length=1)
+
+
 class Settings(BaseSettings):
     """All of Vigil's settings (see the module docstring for where they come from)."""
 
@@ -399,6 +409,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     rollout: RolloutSettings = RolloutSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    pipelines: PipelinesSettings = PipelinesSettings()
 
     @property
     def tracking_uri(self) -> str:

@@ -112,3 +112,38 @@ def alerts(url: str, name: str) -> list[dict[str, object]]:
     """Active (pending or firing) alerts called ``name``."""
     body = httpx.get(f"{url}/api/v1/alerts", timeout=10).json()
     return [a for a in body["data"]["alerts"] if a["labels"]["alertname"] == name]
+
+
+@contextlib.contextmanager
+def alertmanager(folder: Path, config: dict[str, object]) -> Iterator[str]:
+    """A real Alertmanager (Debian ``prometheus-alertmanager``) with ``config`` on a free
+    127.0.0.1 port, no cluster gossip, storage under ``folder``; stopped by PID."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    with open(folder / "alertmanager.log", "wb") as log:
+        proc = subprocess.Popen(
+            [program("prometheus-alertmanager", "prometheus-alertmanager"),
+             f"--config.file={folder / 'alertmanager.yml'}",
+             f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+             "--cluster.listen-address="],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (folder / "alertmanager.log").read_text()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "Alertmanager did not become ready in 30 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
