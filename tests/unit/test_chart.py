@@ -25,6 +25,7 @@ from k8s_validation import ROOT, chart, errors, pod_specs, restricted_violations
 from rollout import helm as helm_target
 from rollout.kserve import TRACK_LABEL, VERSION_LABEL, version_of
 from vigil.settings import Settings, load_settings
+from vigil_cli.commands.drift import drift
 from vigil_cli.commands.serve import serve
 
 pytestmark = pytest.mark.unit
@@ -460,6 +461,47 @@ def test_autoscaling_per_mode(rendered):
 
 
 # ------------------------------------------------------------------------------ monitoring
+
+
+def test_the_drift_job_runs_vigil_drift_with_its_own_flags(rendered):
+    documents = rendered["standard"]
+    (job,) = [d for d in of_kind(documents, "CronJob") if d["metadata"]["name"] == "vigil-drift"]
+    assert job["spec"]["schedule"] == "30 2 * * *"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = container_of(pod)
+    assert container["command"] == ["vigil"] and container["args"][0] == "drift"
+    assert container["image"] == container_of(
+        the(documents, "InferenceService")["spec"]["predictor"])["image"]
+    context = drift.make_context("drift", list(container["args"][1:]))  # vigil drift's own
+    assert context.params["model_name"] == "fraud"
+    assert context.params["current_window"] == "1d"
+    assert context.params["reference"] == "/var/lib/vigil/datasets/fraud_v1/train.parquet"
+    assert context.params["pushgateway"] == "http://prometheus-pushgateway.monitoring:9091"
+    # The log it reads is the one the predictors write (object storage, from the ConfigMap).
+    settings = load_settings(env={**settings_configmap(documents)["data"],
+                                  "VIGIL_REDIS__URL": "redis://r:6379/0"})
+    assert settings.serving.log_root == "s3://vigil-inference-log/fraud"
+    assert {"name": "vigil-home", "mountPath": "/var/lib/vigil"} in container["volumeMounts"]
+    (rule,) = job["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+    assert rule["onExitCodes"]["values"] == [3]  # not enough data: no retry
+    # MLflow (the champion and its training window) lets the drift pods in.
+    mlflow = next(p for p in of_kind(documents, "NetworkPolicy")
+                  if p["metadata"]["name"] == "vigil-mlflow")
+    (ingress,) = mlflow["spec"]["ingress"]
+    assert any((peer.get("podSelector") or {}).get("matchLabels", {}).get(
+        "app.kubernetes.io/component") == "drift" for peer in ingress["from"])
+
+
+@pytest.mark.parametrize(("drift_values", "message"), [
+    ({"pushgatewayUrl": ""}, r"drift\.pushgatewayUrl is required"),
+    ({"reference": ""}, r"drift\.reference is required"),
+])
+def test_the_drift_job_names_a_missing_value(drift_values, message):
+    with pytest.raises(helm_python.HelmError, match=message):
+        render(deep_merge(values_of("standard"), {"drift": drift_values}))
+    # The default inference log is each pod's emptyDir, out of the job's reach.
+    with pytest.raises(helm_python.HelmError, match=r"drift\.enabled needs predictor\.logRoot"):
+        render(deep_merge(values_of("standard"), {"predictor": {"logRoot": ""}}))
 
 RULES = ROOT / "monitoring" / "rules" / "vigil-rules.yml"
 DASHBOARDS = ROOT / "monitoring" / "dashboards"
