@@ -22,6 +22,7 @@ import pytest
 import yaml
 from k8s_validation import ROOT, chart, errors, pod_specs, restricted_violations
 
+from components.image import DEFAULT_IMAGE, IMAGE_REPOSITORY, IMAGE_TAG
 from rollout import helm as helm_target
 from rollout.kserve import TRACK_LABEL, VERSION_LABEL, version_of
 from vigil.settings import Settings, load_settings
@@ -458,6 +459,23 @@ def test_autoscaling_per_mode(rendered):
     stable = next(d for d in of_kind(everything, "Deployment")
                   if d["metadata"]["labels"].get(TRACK_LABEL) == "stable")
     assert stable["spec"]["replicas"] == 0
+
+
+def test_the_chart_and_the_pipeline_name_one_image():
+    """components/Dockerfile builds one image: the chart's default and the compiled pipeline's
+    steps name the same reference, tagged with the package's version."""
+    documents = render(values_of("manifests"))
+    isvc = the(documents, "InferenceService")
+    assert container_of(isvc["spec"]["predictor"])["image"] == DEFAULT_IMAGE
+    assert helm_python.Chart.load(CHART).values["image"]["repository"] == IMAGE_REPOSITORY
+    chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert chart_yaml["appVersion"] == IMAGE_TAG
+    assert re.search(rf'^version = "{re.escape(IMAGE_TAG)}"$', pyproject, re.M), \
+        "components/image.py's IMAGE_TAG is not pyproject.toml's version"
+    compiled = next(yaml.safe_load_all((ROOT / "pipelines" / "fraud_training.yaml").read_text()))
+    images = {e["container"]["image"] for e in compiled["deploymentSpec"]["executors"].values()}
+    assert images == {DEFAULT_IMAGE}
 
 
 # ------------------------------------------------------------------------------ monitoring

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.image import DEFAULT_IMAGE
 from pipelines.compile import PIPELINES, compile_all
 from pipelines.fraud_training import PIPELINE_NAME, FraudTrainingParams
 from pipelines.local import (
@@ -70,7 +71,7 @@ def test_the_component_image_is_one_overridable_constant(tmp_path):
     assert images == {"registry.example/vigil:test"}
     committed = _load(PIPELINES_DIR / "fraud_training.yaml")[0]
     assert {e["container"]["image"] for e in committed["deploymentSpec"]["executors"].values()} \
-        == {"ghcr.io/vigil-mlops/vigil-components:0.1.0"}
+        == {DEFAULT_IMAGE}
     # The golden comparison ignores exactly that difference.
     assert _strip([compiled]) == _strip([committed])
 
