@@ -476,6 +476,10 @@ def test_the_chart_and_the_pipeline_name_one_image():
     compiled = next(yaml.safe_load_all((ROOT / "pipelines" / "fraud_training.yaml").read_text()))
     images = {e["container"]["image"] for e in compiled["deploymentSpec"]["executors"].values()}
     assert images == {DEFAULT_IMAGE}
+    # ... and the pipeline's steps mount the claim the chart's jobs read.
+    from pipelines.fraud_training import DATA_CLAIM
+
+    assert helm_python.Chart.load(CHART).values["materialize"]["dataClaim"] == DATA_CLAIM
 
 
 # ------------------------------------------------------------------------------ monitoring

@@ -76,6 +76,19 @@ def test_the_component_image_is_one_overridable_constant(tmp_path):
     assert _strip([compiled]) == _strip([committed])
 
 
+def test_every_step_mounts_the_data_volume():
+    """On a cluster the steps share vigil_home and the transactions through one claim."""
+    from pipelines.fraud_training import DATA_CLAIM, DATA_MOUNT
+
+    spec, platform = _load(PIPELINE_YAML)
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(mounts) == set(spec["deploymentSpec"]["executors"])
+    for executor, config in mounts.items():
+        (mount,) = config["pvcMount"]
+        assert mount["mountPath"] == DATA_MOUNT, executor
+        assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == DATA_CLAIM, executor
+
+
 def test_pipeline_graph():
     spec = _load(PIPELINE_YAML)[0]
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
