@@ -434,7 +434,7 @@ def test_network_policies_let_only_the_gateway_and_monitoring_in(rendered):
     assert source["namespaceSelector"]["matchExpressions"][0]["values"] == [
         "istio-system", "monitoring"]
     egress_ports = sorted(p["port"] for rule in predictor["egress"] for p in rule["ports"])
-    assert egress_ports == [53, 53, 5000, 6379]
+    assert egress_ports == [53, 53, 443, 5000, 6379]  # 443: the inference log's object storage
     redis = policies["vigil-redis"]["spec"]
     assert redis["egress"] == [] and redis["policyTypes"] == ["Ingress", "Egress"]
 
