@@ -10,7 +10,13 @@ import os
 from typing import Final
 
 IMAGE_ENV: Final = "VIGIL_COMPONENT_IMAGE"
-DEFAULT_IMAGE: Final = "ghcr.io/vigil-mlops/vigil-components:0.1.0"
+#: Vigil's one image (components/Dockerfile): the pipeline's steps, the predictor, the jobs and
+#: the MLflow server run it. The chart's default (charts/vigil: image.repository, the chart's
+#: appVersion as the tag) is the same reference; tests/unit/test_chart.py holds them together.
+IMAGE_REPOSITORY: Final = "ghcr.io/vigil-mlops/vigil"
+#: The package's version (pyproject.toml), the chart's appVersion.
+IMAGE_TAG: Final = "0.1.0"
+DEFAULT_IMAGE: Final = f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"
 
 
 def component_image() -> str:

@@ -12,7 +12,8 @@ It returns the evaluation (metrics of the candidate and of the champion on the s
 gate's decision and reason) and the registration (version and alias, or why none) as JSON.
 
 Parameters that name places (``transactions``, ``vigil_home``, ``vigil_config``) are paths as the
-components see them: on a cluster, paths on a volume mounted into every step; ``vigil_home``
+components see them: on a cluster, paths on the PersistentVolumeClaim :data:`DATA_CLAIM` that
+every step mounts at :data:`DATA_MOUNT` (kfp-kubernetes; ``kfp.local`` ignores it); ``vigil_home``
 holds the offline store (and, without a tracking server, the MLflow database). Empty
 ``vigil_home`` / ``vigil_config`` / ``model_name`` mean: from the component's environment
 (``VIGIL_HOME``, ``VIGIL_CONFIG``, ``MLFLOW_TRACKING_URI``, ``VIGIL_REDIS__URL``) and defaults.
@@ -20,7 +21,8 @@ holds the offline store (and, without a tracking server, the MLflow database). E
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
+from kfp.dsl.pipeline_task import PipelineTask
 
 from components.kfp_components import (
     deploy,
@@ -36,6 +38,15 @@ from pipelines.params import DEFAULTS, FraudTrainingParams
 __all__ = ["PIPELINE_NAME", "FraudTrainingOutputs", "FraudTrainingParams", "fraud_training"]
 
 PIPELINE_NAME = "fraud-training"
+#: The claim every step mounts (the chart's ``materialize.dataClaim`` default: the materialize
+#: and drift jobs read the same volume) and where: where the chart mounts it too (Vigil's home).
+DATA_CLAIM = "vigil-data"
+DATA_MOUNT = "/var/lib/vigil"
+
+
+def _on_the_data_volume(*tasks: PipelineTask) -> None:
+    for task in tasks:
+        kubernetes.mount_pvc(task, pvc_name=DATA_CLAIM, mount_path=DATA_MOUNT)
 
 
 class FraudTrainingOutputs(NamedTuple):
@@ -142,19 +153,23 @@ def fraud_training(
             alias=evaluated.outputs["decision"],
         )
         with dsl.If(rollout_target != "none", name="rollout"):
-            deploy(
+            deployed = deploy(
                 registration=registered.output,
                 vigil_home=vigil_home,
                 vigil_config=vigil_config,
                 model_name=model_name,
                 rollout_target=rollout_target,
             )
+            _on_the_data_volume(deployed)
+        _on_the_data_volume(registered)
     with dsl.Else(name="not-better"):
         refused = not_registered(
             evaluation=evaluated.outputs["evaluation"],
             vigil_config=vigil_config,
             model_name=model_name,
         )
+        _on_the_data_volume(refused)
+    _on_the_data_volume(checked, features, trained, evaluated)
     return FraudTrainingOutputs(
         evaluation=evaluated.outputs["evaluation"],
         registration=dsl.OneOf(registered.output, refused.output),

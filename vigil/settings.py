@@ -99,6 +99,17 @@ class RedisSettings(StrictModel):
     #: the history bound, how long one call can hold Redis.
     append_max_events: int = Field(default=32, ge=1, le=1_000)
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        """An empty URL (e.g. an empty Secret value) is a configuration error, named here,
+        not a traceback from the Redis client."""
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            shown = repr(value) if value else "empty"
+            raise ValueError(f"{shown}: expected redis://[:password@]host:port/db "
+                             "(or rediss://, unix://)")
+        return value
+
     @field_validator("append_max_events")
     @classmethod
     def _events_within_history(cls, value: int, info: ValidationInfo) -> int:

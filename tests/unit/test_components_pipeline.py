@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.image import DEFAULT_IMAGE
 from pipelines.compile import PIPELINES, compile_all
 from pipelines.fraud_training import PIPELINE_NAME, FraudTrainingParams
 from pipelines.local import (
@@ -70,9 +71,22 @@ def test_the_component_image_is_one_overridable_constant(tmp_path):
     assert images == {"registry.example/vigil:test"}
     committed = _load(PIPELINES_DIR / "fraud_training.yaml")[0]
     assert {e["container"]["image"] for e in committed["deploymentSpec"]["executors"].values()} \
-        == {"ghcr.io/vigil-mlops/vigil-components:0.1.0"}
+        == {DEFAULT_IMAGE}
     # The golden comparison ignores exactly that difference.
     assert _strip([compiled]) == _strip([committed])
+
+
+def test_every_step_mounts_the_data_volume():
+    """On a cluster the steps share vigil_home and the transactions through one claim."""
+    from pipelines.fraud_training import DATA_CLAIM, DATA_MOUNT
+
+    spec, platform = _load(PIPELINE_YAML)
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(mounts) == set(spec["deploymentSpec"]["executors"])
+    for executor, config in mounts.items():
+        (mount,) = config["pvcMount"]
+        assert mount["mountPath"] == DATA_MOUNT, executor
+        assert mount["pvcNameParameter"]["runtimeValue"]["constant"] == DATA_CLAIM, executor
 
 
 def test_pipeline_graph():

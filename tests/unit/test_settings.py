@@ -81,6 +81,11 @@ def test_file_names_a_settings_file_and_expands_variables(tmp_path: Path):
          "environment variable VIGIL_SERVING__PORT: serving.port"),
         ({"VIGIL_FEATURES__PROJECT": "Bad-Name"},
          "environment variable VIGIL_FEATURES__PROJECT: features.project"),
+        # An empty Secret value: named, not a traceback from the Redis client.
+        ({"VIGIL_REDIS__URL": ""}, "environment variable VIGIL_REDIS__URL: redis.url: "
+         "Value error, empty: expected redis://"),
+        ({"VIGIL_REDIS__URL": "cache:6379"},
+         "VIGIL_REDIS__URL: redis.url: Value error, 'cache:6379'"),
     ],
 )
 def test_a_bad_variable_is_named_with_its_field(env: dict[str, str], message: str):
