@@ -122,3 +122,17 @@ def running_kfp_api() -> Iterator[KfpApi]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def committed_pipeline() -> dict[str, Any]:
+    """The committed compiled pipeline as the KFP client sends it in a run's
+    ``pipeline_spec``: the spec alone, or with the platform spec (the steps' volume,
+    kfp-kubernetes) as ``{"pipeline_spec", "platform_spec"}``."""
+    import yaml
+
+    from pipelines.remote import PIPELINE_YAML
+
+    spec, *platform = yaml.safe_load_all(PIPELINE_YAML.read_text())
+    if not platform:
+        return dict(spec)
+    return {"pipeline_spec": spec, "platform_spec": platform[0]}

@@ -23,33 +23,42 @@ def program(name: str, package: str) -> str:
 
 
 @contextlib.contextmanager
-def pushgateway(log_dir: Path) -> Iterator[str]:
-    port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "pushgateway.log", "wb") as log:
-        proc = subprocess.Popen(
-            [program("prometheus-pushgateway", "prometheus-pushgateway"),
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+def served(argv: list[str], log_path: Path, url: str, ready_path: str, *,
+           ready_timeout_s: float = 30, stop_timeout_s: float = 10,
+           env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[str]:
+    """Run ``argv`` (a server on ``url``), wait until ``ready_path`` answers 200, yield ``url``;
+    stopped by PID (SIGTERM, then SIGKILL after ``stop_timeout_s``). Its output goes to
+    ``log_path``, whose tail an early exit shows."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_timeout_s
         while True:
-            assert proc.poll() is None, (log_dir / "pushgateway.log").read_text()
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                     break
-            assert time.monotonic() < deadline, "the Pushgateway did not become ready in 30 s"
+            assert time.monotonic() < deadline, (
+                f"{Path(argv[0]).name} did not become ready in {ready_timeout_s:g} s")
             time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=stop_timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def pushgateway(log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    with served([program("prometheus-pushgateway", "prometheus-pushgateway"),
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                log_dir / "pushgateway.log", f"http://127.0.0.1:{port}", "/-/ready") as url:
+        yield url
 
 
 def samples(url: str, prefix: str) -> dict[str, float]:
@@ -82,30 +91,12 @@ def prometheus(folder: Path, targets: list[str], rule_files: list[Path]) -> Iter
                             "static_configs": [{"targets": targets}]}],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    with open(folder / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(
-            [program("prometheus", "prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-             f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (folder / "prometheus.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "Prometheus did not become ready in 60 s"
-            time.sleep(0.2)
+    with served([program("prometheus", "prometheus"), f"--config.file={folder / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={folder / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                folder / "prometheus.log", f"http://127.0.0.1:{port}", "/-/ready",
+                ready_timeout_s=60, stop_timeout_s=20) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def alerts(url: str, name: str) -> list[dict[str, object]]:
@@ -121,29 +112,9 @@ def alertmanager(folder: Path, config: dict[str, object]) -> Iterator[str]:
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    with open(folder / "alertmanager.log", "wb") as log:
-        proc = subprocess.Popen(
-            [program("prometheus-alertmanager", "prometheus-alertmanager"),
-             f"--config.file={folder / 'alertmanager.yml'}",
-             f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--cluster.listen-address="],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (folder / "alertmanager.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "Alertmanager did not become ready in 30 s"
-            time.sleep(0.1)
+    with served([program("prometheus-alertmanager", "prometheus-alertmanager"),
+                 f"--config.file={folder / 'alertmanager.yml'}",
+                 f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                 "--cluster.listen-address="],
+                folder / "alertmanager.log", f"http://127.0.0.1:{port}", "/-/ready") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -30,8 +29,8 @@ import httpx
 import pytest
 import redis
 import yaml
-from kfp_env import API, running_kfp_api
-from monitoring_env import alertmanager
+from kfp_env import API, committed_pipeline, running_kfp_api
+from monitoring_env import alertmanager, served
 
 from inference.client import free_port
 from vigil import contract as c
@@ -78,33 +77,11 @@ def running_webhook(tmp_path: Path, data: Path, settings: dict[str, Any],
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VIGIL_", "MLFLOW_"))}
-    log_path = tmp_path / "webhook.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vigil_cli", "--config", str(config), "retrain-webhook",
-             "fraud", "--port", str(port), "--transactions", str(data), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the webhook did not answer in 60 s"
-            time.sleep(0.2)
+    with served([sys.executable, "-m", "vigil_cli", "--config", str(config), "retrain-webhook",
+                 "fraud", "--port", str(port), "--transactions", str(data), *args],
+                tmp_path / "webhook.log", f"http://127.0.0.1:{port}", "/healthz",
+                ready_timeout_s=60, stop_timeout_s=60, env=env, cwd=ROOT) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -216,7 +193,6 @@ def test_a_drift_alert_retrains_and_registers_a_model(
 
 
 def test_with_a_kfp_host_an_alert_creates_a_kfp_run(tmp_path: Path) -> None:
-    from pipelines.remote import PIPELINE_YAML
 
     with running_kfp_api() as kfp_api, \
             running_webhook(tmp_path, Path("/mnt/vigil/data/fraud"),
@@ -232,7 +208,7 @@ def test_with_a_kfp_host_an_alert_creates_a_kfp_run(tmp_path: Path) -> None:
     assert ("POST", f"{API}/runs") in [(m, p) for m, p, _ in kfp_api.requests]
     (run,) = kfp_api.runs
     assert run["experiment_id"] == kfp_api.experiments["retrain"]
-    assert run["pipeline_spec"] == yaml.safe_load(PIPELINE_YAML.read_text())
+    assert run["pipeline_spec"] == committed_pipeline()
     params = run["runtime_config"]["parameters"]
     assert params["transactions"] == "/mnt/vigil/data/fraud"
     assert params["rollout_target"] == "kserve"

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from kfp_env import API, KfpApi, running_kfp_api
+from kfp_env import API, KfpApi, committed_pipeline, running_kfp_api
 
-from pipelines.remote import PIPELINE_YAML
 from vigil_cli.cli import cli
 
 pytestmark = pytest.mark.integration
@@ -54,11 +53,12 @@ def test_schedule_creates_a_recurring_run_with_the_compiled_pipeline(kfp_api: Kf
     assert run["no_catchup"] is True
     assert run["mode"] == "ENABLE"
     # What runs is the committed compiled pipeline, unchanged.
-    assert run["pipeline_spec"] == yaml.safe_load(PIPELINE_YAML.read_text())
+    assert run["pipeline_spec"] == committed_pipeline()
     params = run["runtime_config"]["parameters"]
     assert params["transactions"] == "/data/transactions"
     assert params["rollout_target"] == "kserve"
-    declared = run["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+    spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])
+    declared = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) <= set(declared), set(params) - set(declared)
     assert "recurring run rr-1 (0 0 2 * * *" in result.output
     assert f"{kfp_api.url}/#/recurringrun/details/rr-1" in result.output
