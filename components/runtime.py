@@ -20,10 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import ValidationError
-
-from vigil.errors import ConfigError, VigilError
-from vigil.settings import Settings, load_settings
+from vigil.errors import VigilError
+from vigil.settings import Settings, load_settings, with_overrides
 
 PROGRESS_PREFIX: Final = "[vigil]"
 EVENT_PREFIX: Final = "::vigil-event::"
@@ -70,14 +68,12 @@ def step(name: str) -> Iterator[None]:
 def step_settings(vigil_home: str = "", vigil_config: str = "", model_name: str = "") -> Settings:
     """The settings a step runs with: ``vigil_config`` (else ``$VIGIL_CONFIG`` / ``./vigil.yaml``
     / defaults, with environment overrides), then the pipeline's ``vigil_home`` and
-    ``model_name`` parameters when they are not empty."""
+    ``model_name`` parameters when they are not empty. The parameters win over the environment
+    too: the image sets ``VIGIL_HOME`` (its volume), a run's ``vigil_home`` names another."""
     settings = load_settings(vigil_config or None)
-    data = settings.model_dump()
-    if vigil_home:
-        data["home"] = Path(vigil_home)
     if model_name:
-        data["registry"]["model_name"] = model_name
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(f"pipeline parameters: {e.errors()[0]['msg']}") from e
+        settings = with_overrides(settings, "pipeline parameters",
+                                  registry={"model_name": model_name})
+    if vigil_home:
+        settings = settings.model_copy(update={"home": Path(vigil_home)})
+    return settings

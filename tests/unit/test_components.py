@@ -212,6 +212,19 @@ def test_step_settings_apply_the_pipeline_parameters(tmp_path, monkeypatch):
     assert step_settings("", str(config), "").home == Path("/elsewhere")
 
 
+def test_pipeline_parameters_win_over_the_images_environment(tmp_path, monkeypatch):
+    """The image sets VIGIL_HOME=/var/lib/vigil; a run's vigil_home must still be used."""
+    monkeypatch.setenv("VIGIL_HOME", "/var/lib/vigil")
+    monkeypatch.setenv("VIGIL_REGISTRY__MODEL_NAME", "from_env")
+    monkeypatch.delenv("VIGIL_CONFIG", raising=False)
+    settings = step_settings(str(tmp_path / "run_home"), "", "fraud_b")
+    assert settings.home == tmp_path / "run_home"
+    assert settings.registry.model_name == "fraud_b"
+    assert step_settings("", "", "").home == Path("/var/lib/vigil")
+    with pytest.raises(ConfigError, match=r"pipeline parameters: registry\.model_name"):
+        step_settings("", "", "no spaces allowed")
+
+
 # ----------------------------------------------------------------------------- validate
 
 
