@@ -32,7 +32,7 @@ from bench.redis_cluster import LocalRedisCluster
 from feature_store import names as n
 from feature_store import offline
 from feature_store.jobs import MATERIALIZE_TIMEOUT_S
-from feature_store.online import RedisHistories, redis_client
+from feature_store.online import RedisHistories, delete_project_keys, redis_client
 from feature_store.online.limits import newest_rows
 from feature_store.transforms import OnlineRequest, online_features, online_requests
 from vigil import contract as c
@@ -180,8 +180,7 @@ def main() -> dict[str, Any]:
                 appended["cluster"] += _appends(clustered, part)
                 appended["cluster_wait1"] += _appends(waited, part)
         finally:
-            for key in single_client.scan_iter(match=b"*" + project.encode(), count=1000):
-                single_client.delete(key)
+            delete_project_keys(single_client, project)
             single_client.close()
             cluster_client.close()
     rate = {k: rows / float(np.median(v)) for k, v in load_s.items()}

@@ -21,7 +21,7 @@ from bench.common import handbook_data, percentiles
 from feature_store import offline
 from feature_store.config import StoreConfig
 from feature_store.jobs import MATERIALIZE_TIMEOUT_S
-from feature_store.online import FeastHistories, RedisHistories, redis_client
+from feature_store.online import FeastHistories, RedisHistories, delete_project_keys, redis_client
 from feature_store.store import open_store
 from feature_store.transforms import OnlineRequest, online_features, online_requests
 from vigil import contract as c
@@ -84,8 +84,7 @@ def main() -> dict[str, Any]:
             ours_lat = percentiles(_latencies(ours, requests))
             feast_lat = percentiles(_latencies(feast, requests[: READS // 3]))
         finally:
-            for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
-                client.delete(key)
+            delete_project_keys(client, project)
     summary = [
         {
             "what": f"materialize {rows:,} entity rows into Redis (rows/s)",

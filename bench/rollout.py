@@ -161,13 +161,13 @@ def main() -> dict[str, Any]:
 
 
 def _delete_project(project: str) -> None:
-    import redis
+    from feature_store.online import delete_project_keys, redis_client
 
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=30)
-    keys = list(client.scan_iter(match=f"*{project}", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.close()
+    client = redis_client("redis://127.0.0.1:6379/0", 30.0)
+    try:
+        delete_project_keys(client, project)
+    finally:
+        client.close()
 
 
 def _result(vigil: dict[str, Any], stock: dict[str, Any], setup_s: float) -> dict[str, Any]:

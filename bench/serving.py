@@ -352,13 +352,13 @@ def main() -> dict[str, Any]:
 
 
 def _delete_project(project: str) -> None:
-    from feature_store.online import redis_client
+    from feature_store.online import delete_project_keys, redis_client
 
     client = redis_client("redis://127.0.0.1:6379/0", 30.0)
-    keys = list(client.scan_iter(match=f"*{project}", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.close()
+    try:
+        delete_project_keys(client, project)
+    finally:
+        client.close()
 
 
 def _result(runs: dict[str, list[dict[str, Any]]], batches: dict[int, float | None],

@@ -68,6 +68,7 @@ from feature_store.transforms import (
 )
 from inference.schema import Transaction
 from monitoring import metrics as m
+from vigil import contract as c
 from vigil.ordering import id_order_key
 from vigil.registry import LoadedModel
 
@@ -75,8 +76,8 @@ log = logging.getLogger(__name__)
 
 #: Freshness of a transaction's features when the online store was not read.
 DEFAULT: Final = "DEFAULT"
-FRAUD: Final = "fraud"
-LEGIT: Final = "legit"
+FRAUD: Final = c.FRAUD_DECISION
+LEGIT: Final = c.LEGIT_DECISION
 
 
 class OnlineHistories(Protocol):

@@ -53,7 +53,7 @@ PUSH_JOB: Final = "vigil_drift"
 SCORE: Final = "score"
 DECISION: Final = "decision"
 #: The decision the inference log records for a transaction at or above the threshold.
-FRAUD: Final = "FRAUD"
+FRAUD: Final = c.FRAUD_DECISION
 _WINDOW = re.compile(r"^(?P<n>\d+)(?P<unit>[hd])$")
 
 
@@ -223,11 +223,22 @@ def read_rows(
 
 
 def decisions_of(frame: pd.DataFrame) -> np.ndarray:
-    """0/1 decisions of inference-log rows (``decision`` is ``FRAUD``/``LEGIT``)."""
+    """0/1 decisions of inference-log rows (``decision`` is one of
+    :data:`vigil.contract.DECISIONS`, or already 0/1); a value in neither is a
+    :class:`DataError`, never read as a legit decision."""
     values = frame[DECISION]
     if values.dtype == object or str(values.dtype).startswith("string"):
-        return (values.astype(str).to_numpy() == FRAUD).astype(np.int64)
-    return values.to_numpy().astype(np.int64)
+        text = values.astype(str).to_numpy()
+        unknown = sorted(set(text.tolist()) - set(c.DECISIONS))
+        if unknown:
+            raise DataError(f"decision values {unknown[:5]} are not the model server's "
+                            f"{list(c.DECISIONS)}", column=DECISION)
+        return (text == FRAUD).astype(np.int64)
+    numbers = values.to_numpy().astype(np.int64)
+    if not np.isin(numbers, (0, 1)).all():
+        raise DataError(f"decision values {sorted(set(numbers.tolist()) - {0, 1})[:5]} are "
+                        "not 0/1", column=DECISION)
+    return numbers
 
 
 # ------------------------------------------------------------------------------- compare

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from vigil import contract as c
+
 HERE: Final = Path(__file__).parent / "dashboards"
 DS: Final = {"type": "prometheus", "uid": "${datasource}"}
 M: Final = 'model_name="$model_name"'
@@ -76,7 +78,8 @@ def serving() -> dict[str, Any]:
             (f"sum by (reason) (rate(vigil_serving_shed_requests_total{{{M}}}[{r}]))",
              "shed {{reason}}")], unit="ops"),
         _panel("FRAUD decision share", [
-            (f'sum(rate(vigil_serving_transactions_total{{{M},decision="FRAUD"}}[{r}])) / '
+            (f"sum(rate(vigil_serving_transactions_total"
+             f'{{{M},decision="{c.FRAUD_DECISION}"}}[{r}])) / '
              f"sum(rate(vigil_serving_transactions_total{{{M}}}[{r}]))", "fraud")],
             unit="percentunit"),
         _panel("Inference log", [

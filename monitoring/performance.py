@@ -29,6 +29,7 @@ import pyarrow.dataset as pads
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway
 
+from monitoring.drift import decisions_of
 from vigil import contract as c
 from vigil.errors import DataError, VigilError
 from vigil.evaluation.metrics import (
@@ -41,7 +42,6 @@ from vigil.evaluation.metrics import (
 )
 
 PUSH_JOB: Final = "vigil_live"
-FRAUD: Final = "FRAUD"
 LABEL_COLUMNS: Final = (c.TRANSACTION_ID, c.TX_FRAUD)
 _LOG_COLUMNS: Final = (c.TRANSACTION_ID, c.TX_DATETIME, c.CUSTOMER_ID, c.TX_AMOUNT,
                        SCORE_COLUMN, "decision", "model_version")
@@ -158,7 +158,7 @@ def measure(
     day = joined[c.TX_DATETIME].dt.floor("D")
     joined[c.TX_TIME_DAYS] = (day - day.min()).dt.days
     scores = joined[SCORE_COLUMN].to_numpy(np.float64)
-    alerts = (joined["decision"].astype(str).to_numpy() == FRAUD).astype(np.int8)
+    alerts = decisions_of(joined).astype(np.int8)
     amounts = joined[c.TX_AMOUNT].to_numpy(np.float64)
     cp = card_precision_at_k(joined)
     per_day_cp = dict(zip(cp.days, cp.per_day, strict=True))

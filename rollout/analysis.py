@@ -41,6 +41,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from vigil.contract import FRAUD_DECISION
 from vigil.errors import VigilError
 from vigil.settings import RolloutSettings
 
@@ -177,7 +178,7 @@ def measure(prom: Prometheus, selector: str, model_name: str, window_s: float,
         server_errors=errors,
         p99_s=p99_s,
         transactions=sum(decisions.values()),
-        frauds=decisions.get("fraud", 0.0),
+        frauds=decisions.get(FRAUD_DECISION, 0.0),
         degraded=degraded,
         score_bounds=bounds,
         score_counts=counts,

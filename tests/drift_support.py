@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feature_store.transforms import DEFAULT_SPEC, batch_features
+from inference.scoring import FRAUD, LEGIT
 from vigil import contract as c
 from vigil.data.drift import Drift
 from vigil.data.simulate import SimulationConfig, simulate
@@ -53,7 +54,8 @@ def booster() -> lightgbm.Booster:
 def scored(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["score"] = booster().predict(out[list(FEATURES)].to_numpy(np.float64))
-    out["decision"] = np.where(out["score"] >= THRESHOLD, "FRAUD", "LEGIT")
+    # The decisions the model server writes (not a vocabulary of the test's own).
+    out["decision"] = np.where(out["score"] >= THRESHOLD, FRAUD, LEGIT)
     return out
 
 

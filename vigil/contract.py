@@ -41,6 +41,13 @@ KEY_COLUMNS: Final = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID)
 #: Fields a scoring request carries (the raw schema minus what only hindsight knows).
 REQUEST_COLUMNS: Final = (TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT)
 
+#: A model's decision on a transaction (score at or above its threshold: fraud), as the model
+#: server answers it, writes it to the inference log and labels its metrics; the monitors read
+#: the log in these words.
+FRAUD_DECISION: Final = "fraud"
+LEGIT_DECISION: Final = "legit"
+DECISIONS: Final = (FRAUD_DECISION, LEGIT_DECISION)
+
 SECONDS_PER_DAY: Final = 86_400
 #: Labels arrive this many days after the transaction (handbook assumption).
 LABEL_DELAY_DAYS: Final = 7

@@ -13,7 +13,8 @@ One concept per module:
   compare-and-set, snapshot loads), package files read once;
 * :mod:`~feature_store.online.connection` — Redis clients (the one constructor, with its
   serving variant; one server or Redis Cluster) and the direct pipelines of one server and of
-  a cluster (routed by hash slot, one round trip per node);
+  a cluster (routed by hash slot, one round trip per node); deleting one Feast project's keys
+  (:func:`delete_project_keys`, the one cleanup of tests and benchmarks);
 * :mod:`~feature_store.online.redis_histories` — :class:`RedisHistories`, the fast path in
   Feast's Redis layout (one round trip per request batch, atomic appends);
 * :mod:`~feature_store.online.feast_histories` — :class:`FeastHistories`, the same through
@@ -26,7 +27,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from feature_store.online.connection import redis_client, redis_reachable
+    from feature_store.online.connection import (
+        delete_project_keys,
+        is_project_key,
+        redis_client,
+        redis_reachable,
+    )
     from feature_store.online.feast_histories import FeastHistories
     from feature_store.online.history_store import HistoryStore, OnlineRead, Status
     from feature_store.online.limits import HistoryLimits
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 #: Where each public name lives. Loaded on first use: the codec and the stores import Feast
 #: (seconds), which a job that only needs :class:`HistoryLimits` (featurize) does not pay.
 _HOMES = {
+    "delete_project_keys": "connection",
+    "is_project_key": "connection",
     "redis_client": "connection",
     "redis_reachable": "connection",
     "FeastHistories": "feast_histories",
@@ -68,6 +76,8 @@ __all__ = [
     "RedisHistories",
     "Status",
     "append_events",
+    "delete_project_keys",
+    "is_project_key",
     "merge_customer",
     "redis_client",
     "redis_reachable",

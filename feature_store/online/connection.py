@@ -23,6 +23,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
+import struct
 import threading
 import time
 import weakref
@@ -119,6 +121,45 @@ def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
         return False
     finally:
         client.close()
+
+
+#: Keys deleted per DEL command by :func:`delete_project_keys`.
+_DELETE_CHUNK: Final = 500
+_GLOB_SPECIAL: Final = re.compile(r"([\\*?\[\]])")
+
+
+def is_project_key(key: bytes, project: str) -> bool:
+    """Whether ``key`` is an entity key of Feast project ``project`` in Feast's Redis layout
+    (:mod:`feature_store.online.codec`): a serialization-v3 entity key — key count, then each
+    join key and each value as (type, length, bytes) — followed by exactly the project name.
+    A key of project ``x_vigil`` is not one of project ``vigil``, though both end with it."""
+    suffix = project.encode()
+    if not key.endswith(suffix):
+        return False
+    end = len(key) - len(suffix)
+    if end < 4:
+        return False
+    (count,) = struct.unpack_from("<I", key, 0)
+    pos = 4
+    for _ in range(2 * count):  # the join keys, then the values
+        if pos + 8 > end:
+            return False
+        (length,) = struct.unpack_from("<I", key, pos + 4)
+        pos += 8 + length
+    return count > 0 and pos == end
+
+
+def delete_project_keys(client: redis.Redis | RedisCluster, project: str) -> int:
+    """Delete every key of Feast project ``project`` from the online store behind ``client``
+    (one server, or every primary of a cluster); returns how many were deleted. Feast's Redis
+    online store keeps one hash per entity, keyed by the serialized entity key followed by
+    the project name; keys that only end with the name (another project's) are left alone."""
+    pattern = b"*" + _GLOB_SPECIAL.sub(r"\\\1", project).encode()
+    keys = [k for k in client.scan_iter(match=pattern, count=1000) if is_project_key(k, project)]
+    deleted = 0
+    for start in range(0, len(keys), _DELETE_CHUNK):
+        deleted += int(client.delete(*keys[start : start + _DELETE_CHUNK]))
+    return deleted
 
 
 def _give_back(pool: redis.ConnectionPool, taken: list[Any]) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from feature_store.online import delete_project_keys
+
 pytestmark = pytest.mark.e2e
 
 
@@ -44,8 +46,7 @@ def test_demo_trains_serves_and_scores(tmp_path: Path) -> None:
             check=False,
         )
     finally:
-        for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
-            client.delete(key)
+        delete_project_keys(client, project)
         client.close()
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]

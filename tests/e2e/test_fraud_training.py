@@ -23,6 +23,7 @@ import redis
 
 from components.windows import WindowSpec
 from feature_store.names import FEATURE_SERVICE
+from feature_store.online import delete_project_keys
 from pipelines.local import RunSummary, StepEvent, run_local
 from pipelines.params import FraudTrainingParams
 from vigil import contract as c
@@ -43,8 +44,7 @@ def project() -> Iterator[str]:
     yield name
     client = redis.Redis(host="127.0.0.1", port=6379)
     try:
-        for key in client.scan_iter(match=b"*" + name.encode() + b"*", count=1000):
-            client.delete(key)
+        delete_project_keys(client, name)
     finally:
         client.close()
 

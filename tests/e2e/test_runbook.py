@@ -122,10 +122,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         yield World(root, config, transactions, reference, served)
     finally:
+        from feature_store.online import delete_project_keys
+
         client = redis.Redis(host="127.0.0.1", port=6379)
         try:
-            for key in client.scan_iter(match=f"*{project}*", count=1000):
-                client.delete(key)
+            delete_project_keys(client, project)
         finally:
             client.close()
 

@@ -38,6 +38,7 @@ import yaml
 from feature_store.config import StoreConfig
 from feature_store.jobs import featurize, materialize
 from feature_store.names import FEATURE_SERVICE
+from feature_store.online import delete_project_keys, redis_client
 from feature_store.transforms import DEFAULT_SPEC
 from inference.client import ServerProcess, free_port, start_server
 from vigil import contract as c
@@ -93,18 +94,6 @@ def write_config(path: Path, *, home: Path, project: str, redis_url: str,
     return path
 
 
-def delete_project_keys(url: str, project: str) -> int:
-    """Delete the keys of one Feast project (keys end with the project name)."""
-    client = redis.Redis.from_url(url, socket_timeout=10)
-    try:
-        keys = list(client.scan_iter(match=f"*{project}", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-        return len(keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session")
 def serving_model(tmp_path_factory: pytest.TempPathFactory) -> ServingModel:
     home = tmp_path_factory.mktemp("serving_home")
@@ -152,7 +141,11 @@ def online_store(
     yield make
     for store in created:
         with contextlib.suppress(redis.RedisError):  # a private redis-server already gone
-            delete_project_keys(store.redis_url, store.project)
+            client = redis_client(store.redis_url, 10.0)
+            try:
+                delete_project_keys(client, store.project)
+            finally:
+                client.close()
 
 
 @pytest.fixture

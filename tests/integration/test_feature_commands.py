@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from feature_store import names as n
-from feature_store.online import RedisHistories
+from feature_store.online import RedisHistories, delete_project_keys
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from vigil import contract as c
 from vigil.data.ingest import read_transactions
@@ -62,8 +62,7 @@ def project() -> Iterator[str]:
     name = f"vigilcli_{uuid.uuid4().hex[:10]}"
     yield name
     client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match=b"*" + name.encode(), count=1000):
-        client.delete(key)
+    delete_project_keys(client, name)
     client.close()
 
 

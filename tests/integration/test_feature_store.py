@@ -18,7 +18,13 @@ import redis
 from feature_store import names as n
 from feature_store import offline
 from feature_store.config import StoreConfig
-from feature_store.online import FeastHistories, HistoryStore, RedisHistories, Status
+from feature_store.online import (
+    FeastHistories,
+    HistoryStore,
+    RedisHistories,
+    Status,
+    delete_project_keys,
+)
 from feature_store.store import open_store
 from feature_store.transforms import (
     DEFAULT_SPEC,
@@ -51,8 +57,7 @@ def redis_client() -> Iterator[redis.Redis]:
 def project(redis_client: redis.Redis) -> Iterator[str]:
     name = f"vigiltest_{uuid.uuid4().hex[:10]}"
     yield name
-    for key in redis_client.scan_iter(match=b"*" + name.encode(), count=1000):
-        redis_client.delete(key)
+    delete_project_keys(redis_client, name)
 
 
 @pytest.fixture

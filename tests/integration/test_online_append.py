@@ -21,7 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feature_store import names as n
-from feature_store.online import HISTORY_SLACK_US, HistoryLimits, RedisHistories
+from feature_store.online import (
+    HISTORY_SLACK_US,
+    HistoryLimits,
+    RedisHistories,
+    delete_project_keys,
+)
 from feature_store.online.codec import decode_customer, encode_customer, timestamp_bytes
 from feature_store.transforms import DEFAULT_SPEC, US_PER_DAY, CustomerHistory, OnlineRequest
 
@@ -38,8 +43,7 @@ def store() -> Iterator[RedisHistories]:
     client = redis.Redis(host="127.0.0.1", port=6379)
     project = f"test_append_{uuid.uuid4().hex[:8]}"
     yield RedisHistories(client, project)
-    for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
-        client.delete(key)
+    delete_project_keys(client, project)
     client.close()
 
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from feature_store import names as n
-from feature_store.online import scripts
+from feature_store.online import delete_project_keys, scripts
 from feature_store.online.codec import (
     KeyEncoder,
     encode_customer,
@@ -54,8 +54,7 @@ def keys(client: redis.Redis) -> Iterator[KeyEncoder]:
     """Keys of a project of this test's own, deleted afterwards."""
     project = f"test_lua_{uuid.uuid4().hex[:8]}"
     yield KeyEncoder(n.CUSTOMER_ID, project)
-    for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
-        client.delete(key)
+    delete_project_keys(client, project)
 
 
 def _history(*events: tuple[int, float, str]) -> CustomerHistory:

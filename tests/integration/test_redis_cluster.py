@@ -26,7 +26,12 @@ import yaml
 from bench.redis_cluster import LocalRedisCluster
 from feature_store.config import StoreConfig
 from feature_store.jobs import materialize
-from feature_store.online import FeastHistories, RedisHistories, redis_client
+from feature_store.online import (
+    FeastHistories,
+    RedisHistories,
+    delete_project_keys,
+    redis_client,
+)
 from feature_store.online.connection import NotReplicatedError
 from feature_store.store import open_store
 from feature_store.transforms import OnlineRequest, online_requests
@@ -118,6 +123,17 @@ def test_parity_with_single_node_redis(serving_model, online_store, cluster, tmp
     feast = FeastHistories(open_store(config, online="redis"))
     some = requests[:60]
     same_reads(feast.read(some), many.read(some))
+
+    # the one cleanup of a project's keys reaches every primary
+    def stored() -> int:
+        return sum(len(list(cluster.client(port).scan_iter(match=f"*{config.project}",
+                                                           count=1000)))
+                   for port in cluster.primaries())
+
+    on_primaries = stored()
+    assert on_primaries >= result.customers + result.terminals
+    assert delete_project_keys(client, config.project) == on_primaries
+    assert stored() == 0
     client.close()
 
 

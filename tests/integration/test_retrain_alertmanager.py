@@ -32,6 +32,7 @@ import yaml
 from kfp_env import API, committed_pipeline, running_kfp_api
 from monitoring_env import alertmanager, served
 
+from feature_store.online import delete_project_keys
 from inference.client import free_port
 from vigil import contract as c
 from vigil.data.simulate import Simulation, write_daily
@@ -166,8 +167,7 @@ def feast_project() -> Iterator[str]:
     yield name
     client = redis.Redis(host="127.0.0.1", port=6379)
     try:
-        for key in client.scan_iter(match=b"*" + name.encode() + b"*", count=1000):
-            client.delete(key)
+        delete_project_keys(client, name)
     finally:
         client.close()
 

@@ -28,7 +28,7 @@ import pytest
 
 from feature_store import offline
 from feature_store.config import StoreConfig
-from feature_store.online import RedisHistories, redis_client
+from feature_store.online import RedisHistories, delete_project_keys, redis_client
 from feature_store.store import open_store
 from feature_store.transforms import (
     DEFAULT_SPEC,
@@ -96,9 +96,7 @@ def histories(data) -> Iterator[RedisHistories]:
     store.write_customer_snapshot(offline.customer_snapshot(history, cutoff))
     store.write_terminal_snapshot(offline.terminal_snapshot(history, cutoff))
     yield store
-    keys = list(client.scan_iter(match=f"*{project}", count=1000))
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start : start + 500])
+    delete_project_keys(client, project)
     client.close()
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from feature_store.names import FEATURE_SERVICE
+from monitoring.drift import decisions_of
 from vigil import contract as c
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,10 @@ def test_replayed_day_matches_batch_features_and_scores(replay, serving_model, f
     np.testing.assert_allclose(served["score"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
     answered = np.array([answers[i]["score"] for i in ids])
     np.testing.assert_allclose(answered, expected, rtol=1e-12, atol=1e-12)
+    # The monitors read the logged decisions as batch decides (drift's decision rate).
+    batch_decisions = (expected >= serving_model.card.threshold).astype(np.int64)
+    assert batch_decisions.sum() > 0
+    np.testing.assert_array_equal(decisions_of(served), batch_decisions)
     # The replayed customers existed before the cutoff: their histories were read.
     assert (served["customer_freshness"] != "DEFAULT").all()
     assert not served["degraded"].any()

@@ -14,6 +14,7 @@ from metric_names import metric_names, rule_expressions, vigil_series
 from test_alert_rules import promtool
 
 from monitoring import grafana
+from vigil import contract as c
 
 pytestmark = pytest.mark.unit
 
@@ -67,3 +68,13 @@ def test_alerted_metrics_have_a_panel() -> None:
     for alert, expr in rule_expressions().items():
         missing = metric_names(expr) - shown - {"push_time_seconds"}
         assert not missing, f"{alert} alerts on {missing}, which no dashboard shows"
+
+
+def test_decision_matchers_use_the_servers_decisions() -> None:
+    """``decision`` is a label of the server's transaction counter: a panel or rule matching a
+    value the server never writes shows nothing (the fraud-share panel matched ``FRAUD``)."""
+    exprs = [e for m in grafana.build().values() for e in grafana.expressions(m)]
+    exprs += list(rule_expressions().values())
+    matched = [v for e in exprs for v in re.findall(r'decision\s*=~?\s*"([^"]*)"', e)]
+    assert matched, "no panel matches a decision"
+    assert set(matched) <= set(c.DECISIONS), matched

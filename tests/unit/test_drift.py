@@ -7,13 +7,15 @@ import json
 from datetime import date, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from drift_support import FEATURES, SERVED_START, TRAIN_END, TRAIN_START, days, features, scored
 from prometheus_client import generate_latest
 
+from inference.scoring import FRAUD, LEGIT
 from monitoring import drift as d
 from vigil.data import drift as scenarios
-from vigil.errors import VigilError
+from vigil.errors import DataError, VigilError
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +118,13 @@ def test_windows(text: str, start: datetime, end: datetime) -> None:
 def test_bad_windows_are_named(text: str, message: str) -> None:
     with pytest.raises(VigilError, match=message):
         d.parse_window(text, datetime(2026, 11, 22))
+
+
+def test_decisions_are_read_in_the_servers_vocabulary() -> None:
+    """The inference log holds the server's decisions; any other value is an error, not a
+    silent LEGIT (the served decision rate read 0 on real logs when the job expected
+    ``FRAUD``)."""
+    frame = pd.DataFrame({d.DECISION: [FRAUD, LEGIT, LEGIT, FRAUD]})
+    assert d.decisions_of(frame).tolist() == [1, 0, 0, 1]
+    with pytest.raises(DataError, match=r"decision.*'FRAUD'"):
+        d.decisions_of(pd.DataFrame({d.DECISION: ["FRAUD", LEGIT]}))

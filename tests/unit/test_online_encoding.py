@@ -7,6 +7,8 @@ import struct
 import numpy as np
 import pyarrow as pa
 import pytest
+from feast.infra.online_stores.helpers import _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from feature_store.online.codec import (
     encode_terminal,
     entity_key,
 )
+from feature_store.online.connection import is_project_key
 from feature_store.online.limits import HistoryLimits, newest_labels, newest_rows
 from feature_store.online.merge import append_events, merge_customer
 from feature_store.transforms import US_PER_DAY, CustomerHistory, TerminalHistory
@@ -31,6 +34,28 @@ pytestmark = pytest.mark.unit
 def test_fast_keys_equal_feast_keys(value: str, project: str) -> None:
     for join_key in (n.CUSTOMER_ID, n.TERMINAL_ID):
         assert KeyEncoder(join_key, project)(value) == entity_key(join_key, value, project)
+
+
+@given(
+    values=st.lists(st.one_of(st.text(max_size=20), st.integers(-(2**63), 2**63 - 1)),
+                    min_size=1, max_size=3),
+    project=st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True),
+    other=st.from_regex(r"[a-z0-9_]{1,8}", fullmatch=True),
+)
+def test_project_keys_are_told_from_other_projects(values: list[str | int], project: str,
+                                                   other: str) -> None:
+    """Keys Feast's Redis store writes (one or more join keys, string or int64 values) are
+    the project's; a key of a project whose name merely ends with it is not."""
+    proto = EntityKeyProto(
+        join_keys=[f"k{i}" for i in range(len(values))],
+        entity_values=[ValueProto(string_val=v) if isinstance(v, str) else ValueProto(int64_val=v)
+                       for v in values],
+    )
+    assert is_project_key(_redis_key(project, proto), project)
+    assert not is_project_key(_redis_key(other + project, proto), project)
+    assert not is_project_key(_redis_key(project, proto) + b"x", project)
+    assert not is_project_key(project.encode(), project)
+    assert not is_project_key(b"\x01\x00\x00\x00" + project.encode(), project)
 
 
 @given(

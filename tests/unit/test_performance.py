@@ -116,3 +116,13 @@ def test_decision_cost() -> None:
                          np.array([100.0, 40.0, 10.0, 5.0]), alert_cost=2.5)
     assert (cost.total, cost.alerts, cost.missed_frauds, cost.missed_amount) == (45.0, 2, 1, 40.0)
     assert cost.per_transaction == 45.0 / 4
+
+
+def test_alerts_are_read_in_the_servers_vocabulary(tmp_path: Path) -> None:
+    """A log whose decisions are not the server's is refused, not read as no alert at all."""
+    served = scored(days(features(), SERVED_START, SERVED_END))
+    served["decision"] = served["decision"].str.upper()
+    write_log(served, tmp_path / "log", "fraud", 1)
+    _, labels, _ = _world(tmp_path / "w")
+    with pytest.raises(DataError, match=r"decision.*'FRAUD'"):
+        _run(tmp_path / "log", labels, tmp_path / "out")
