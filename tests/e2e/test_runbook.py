@@ -1,18 +1,33 @@
 """docs/runbook.md walked end to end on real processes, with the commands it shows.
 
-A simulated world whose amounts inflate from ``DRIFT_START`` (``vigil.data.drift``). Two
-versions are registered (version 2, the recent promotion, serves). ``vigil serve`` scores two days
-of normal traffic and two days of inflated traffic (the inference log). Then the runbook:
+A simulated world whose amounts inflate from ``DRIFT_START`` (``vigil.data.drift``): 2,000
+customers and 10,000 terminals, so that fraud is about as rare as in the handbook's world (1.1%
+of transactions). In the smaller world this test used before (300 customers, 600 terminals) 11%
+of transactions are frauds, mostly at compromised terminals; the few genuine payments inflated
+past 220 move live AP little (0.76 -> 0.72 on the drifted days), and live AP stays far above
+the evaluated one (0.47, cards known to be compromised left out): the alert cannot fire there.
+Two versions are registered, each with its evaluation on a held-out pre-drift week (the
+pipeline's protocol: a label-delay gap, cards known to be compromised removed); version 2, the
+recent promotion, serves. ``vigil serve`` scores two days of normal traffic and two days of
+inflated traffic (the inference log). Then the runbook:
 
 1. ``vigil drift`` on the drifted days pushes to a real Pushgateway; a real Prometheus loaded
    with ``monitoring/rules/vigil-rules.yml`` fires ``VigilDriftDetected``; ``drift.json`` names
    the amount features;
+2. the served days' labels arrive (the simulator's ``TX_FRAUD`` of the served transactions);
+   ``vigil performance`` pushes version 2's live figures and ``VigilLiveAPBelowEvaluated`` fires
+   for version 2: its live AP is more than 0.1 below its evaluated AP;
 3. ``vigil models rollback fraud`` puts version 1 back; ``vigil run fraud --local`` on the
-   recent data registers a challenger (version 3); the local rollout stack (``vigil rollout
-   stack up``: servers behind HAProxy, its own Prometheus) promotes it with ``vigil rollout``;
-4. a drift run on undrifted traffic is pushed and the alert leaves Prometheus.
+   recent data (the drifted weeks) registers a challenger (version 3); the local rollout stack
+   (``vigil rollout stack up``: servers behind HAProxy, its own Prometheus) promotes it with
+   ``vigil rollout``;
+4. time passes (the online store materialized later): version 3 serves the two days after its
+   test window; ``vigil drift --current 1d`` against its training set finds no drift and the
+   drift alert leaves Prometheus; their labels arrive, ``vigil performance --version 3``
+   replaces the live figures and the live-performance alert leaves Prometheus too.
 
-A second test: the same drift job on undrifted traffic raises no alert.
+A second test: the same jobs on undrifted traffic (the normal days and their labels) raise
+neither alert.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import redis
@@ -43,6 +59,7 @@ from rollout.traffic import Traffic, request_bodies
 from vigil import contract as c
 from vigil.data.drift import AMOUNT_INFLATION, Drift
 from vigil.data.simulate import SimulationConfig, simulate, write_daily
+from vigil.evaluation.metrics import SCORE_COLUMN, drop_known_compromised, evaluate
 from vigil.registry import CHAMPION, Registry
 from vigil.settings import load_settings
 from vigil.training import train_lightgbm
@@ -55,14 +72,31 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "rules" / "vigil-rules.yml"
 DRIFT_START = date(2018, 5, 24)
-CONFIG = SimulationConfig(n_customers=300, n_terminals=600, n_days=60, seed=11,
+#: Seed 14. Of the seeds 11-16 of this world (batch features, which the served scores match),
+#: half see version 2's live AP on the served days fall more than 0.1 below its evaluated AP
+#: (0.21 to 0.25 below), half do not (0.02 to 0.09 below): the evaluated AP leaves out cards
+#: known to be compromised, the live AP cannot (over every transaction of the same test week
+#: AP reads 0.09 to 0.12 higher), and a week's AP moves by a few hundredths with ~150 frauds.
+CONFIG = SimulationConfig(n_customers=2_000, n_terminals=10_000, n_days=83, seed=14,
                           drifts=(Drift(AMOUNT_INFLATION, DRIFT_START),))
+#: Version 2: fitted on FIT, stopped early on VALID, evaluated on TEST (after a 7-day gap).
+FIT = ("2018-04-24", "2018-05-04")
+VALID = ("2018-05-05", "2018-05-07")
+TEST = ("2018-05-15", "2018-05-21")
+TRAIN_RANGE = (date(2018, 4, 24), date(2018, 5, 7))
 #: Online history as of this instant; later transactions are served.
 CUTOFF = pd.Timestamp("2018-05-22")
-TRAIN_RANGE = (date(2018, 5, 1), date(2018, 5, 21))
 NORMAL_DAYS = "2018-05-22..2018-05-23"
 DRIFTED_DAYS = "2018-05-24..2018-05-25"
+#: The retrain's test window ends here (the weeks before it are drifted); the new champion
+#: serves the days after it, the online store materialized as of ``LATER_CUTOFF``.
+RETRAIN_TEST_END = "2018-06-20"
+LATER_CUTOFF = pd.Timestamp("2018-06-21")
+LATER_DAYS = ("2018-06-21", "2018-06-22")
 ALERT = "VigilDriftDetected"
+LIVE_ALERT = "VigilLiveAPBelowEvaluated"
+#: The rule's bound (monitoring/rules/vigil-rules.yml).
+LIVE_AP_BOUND = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +105,35 @@ class World:
     config: Path
     transactions: Path
     reference: Path
+    #: Raw transactions (with the simulator's TX_FRAUD) version 2 serves; later ones.
     served: pd.DataFrame
+    later: pd.DataFrame
+    #: Everything simulated (for the later materialization).
+    simulated: pd.DataFrame
+    store: StoreConfig
+
+
+def days_of(frame: pd.DataFrame, first: str, last: str) -> pd.DataFrame:
+    day = frame[c.TX_DATETIME].dt.strftime("%Y-%m-%d")
+    return frame[(day >= first) & (day <= last)]
+
+
+def evaluated_metrics(booster: Any, features: pd.DataFrame) -> dict[str, float]:
+    """The pipeline's evaluation protocol on TEST: cards known to be compromised (a fraud on a
+    day <= t - delay - 1 since the first training day) removed; AUC, AP, CP@100."""
+    gap_end = (pd.Timestamp(TEST[0]) - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+    history = days_of(features, FIT[0], gap_end)
+    test = drop_known_compromised(days_of(features, *TEST), history, c.LABEL_DELAY_DAYS)
+    scores = booster.predict(test[list(DEFAULT_SPEC.features)].to_numpy(np.float64))
+    metrics = evaluate(test.assign(**{SCORE_COLUMN: scores}))
+    return {k: float(v) for k, v in metrics.to_dict().items()}
+
+
+def write_labels(frame: pd.DataFrame, path: Path) -> Path:
+    """The labels that arrived for ``frame``'s transactions: TRANSACTION_ID, TX_FRAUD."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[[c.TRANSACTION_ID, c.TX_FRAUD]].to_parquet(path, index=False)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +164,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     features, _ = featurize(sim.transactions, root / "features", store=store,
                             cutoff=CUTOFF.to_pydatetime())
     materialize(store)
-    train = features[features[c.TX_DATETIME] < CUTOFF]
-    reference = root / "reference.parquet"
-    train.to_parquet(reference, index=False)
+    start = pd.Timestamp(CONFIG.start_date)
+    features[c.TX_TIME_DAYS] = (features[c.TX_DATETIME].dt.floor("D") - start).dt.days
+    fit, valid = days_of(features, *FIT), days_of(features, *VALID)
+    reference = root / "reference.parquet"  # the served model's training set
+    pd.concat([fit, valid]).to_parquet(reference, index=False)
     names = DEFAULT_SPEC.features
     registry = Registry.from_settings(settings)
-    for rounds, leaves in ((1, 2), (30, 31)):
-        model = train_lightgbm(train, num_boost_round=rounds, feature_names=names,
-                               params={"num_threads": 1, "num_leaves": leaves,
-                                       "min_child_samples": 20})
+    # Version 1: a deliberately weak model (one split); version 2: the recent promotion.
+    for model in (train_lightgbm(fit, num_boost_round=1, feature_names=names,
+                                 params={"num_threads": 1, "num_leaves": 2}),
+                  train_lightgbm(fit, valid, feature_names=names, params={"num_threads": 1})):
         card = registry.register_model(
             model.booster, name="fraud", threshold=0.3, feature_service=FEATURE_SERVICE,
-            data_range=TRAIN_RANGE, metrics={"average_precision": 0.5})
-        registry.promote("fraud", card.version)  # version 2 is the recent promotion
-    tx = sim.transactions
-    day = tx[c.TX_DATETIME].dt.strftime("%Y-%m-%d")
-    served = tx[day.isin(["2018-05-22", "2018-05-23", "2018-05-24", "2018-05-25"])]
-    served = served.sort_values([c.TX_DATETIME, c.TRANSACTION_ID]).reset_index(drop=True)
+            data_range=TRAIN_RANGE, metrics=evaluated_metrics(model.booster, features))
+        registry.promote("fraud", card.version)
+    tx = sim.transactions.sort_values([c.TX_DATETIME, c.TRANSACTION_ID])
+    served = days_of(tx, NORMAL_DAYS[:10], DRIFTED_DAYS[-10:]).reset_index(drop=True)
+    later = days_of(tx, *LATER_DAYS).reset_index(drop=True)
     try:
-        yield World(root, config, transactions, reference, served)
+        yield World(root, config, transactions, reference, served, later, sim.transactions,
+                    store)
     finally:
         from feature_store.online import delete_project_keys
 
@@ -141,22 +205,38 @@ def wait_for(check: Callable[[], object], what: str, timeout_s: float) -> object
         time.sleep(0.5)
 
 
-def firing(prom: str) -> bool:
-    return any(a["state"] == "firing" and a["labels"].get("model_name") == "fraud"
-               for a in alerts(prom, ALERT))
+def firing(prom: str, name: str = ALERT) -> list[dict[str, Any]]:
+    return [a for a in alerts(prom, name)
+            if a["state"] == "firing" and a["labels"].get("model_name") == "fraud"]
+
+
+def serve(world: World, frame: pd.DataFrame, version: str, log_name: str) -> None:
+    """``vigil serve`` (the champion) scores ``frame`` in order; stopped, its log flushed."""
+    server = start_server(config=world.config, log_path=world.root / log_name)
+    try:
+        instances = instances_from_frame(frame)
+        for start in range(0, len(instances), 200):
+            answer = predict(server.url, instances[start:start + 200], timeout_s=60)
+            assert answer["model_version"] == version, answer
+    finally:
+        assert server.stop(timeout_s=30) == 0, server.log_tail()
+
+
+def live_performance(run_vigil: Callable[..., Any], labels: Path, gateway: str, out: Path,
+                     version: int) -> dict[str, Any]:
+    """``vigil performance`` on the labels that arrived; the measured version's JSON."""
+    result = run_vigil("performance", "fraud", "--labels", labels, "--version", str(version),
+                       "--pushgateway", gateway, "--out", out)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert f"fraud version {version}: " in result.stdout, result.stdout
+    found = sorted((out / "fraud" / f"v{version}").glob("*/performance.json"))
+    return dict(json.loads(found[-1].read_text()))
 
 
 @pytest.fixture(scope="module")
 def served_log(world: World) -> Path:
-    """Version 2 serves the normal day and the inflated days (``vigil serve``)."""
-    server = start_server(config=world.config, log_path=world.root / "serve.log")
-    try:
-        instances = instances_from_frame(world.served)
-        for start in range(0, len(instances), 200):
-            answer = predict(server.url, instances[start:start + 200], timeout_s=60)
-            assert answer["model_version"] == "2", answer
-    finally:
-        assert server.stop(timeout_s=30) == 0, server.log_tail()
+    """Version 2 serves the normal days and the inflated days (``vigil serve``)."""
+    serve(world, world.served, "2", "serve.log")
     log = world.root / "home" / "inference_log" / "fraud"
     assert any(log.rglob("*.parquet")), f"no inference log under {log}"
     return log
@@ -170,6 +250,7 @@ def test_the_runbook(world: World, served_log: Path, run_vigil: Callable[..., An
     settings = load_settings(world.config, env={})
     registry = Registry.from_settings(settings)
     out = world.root / "drift"
+    notes: list[str] = []  # printed at the end (run_vigil reads what is printed before it)
     with pushgateway(world.root / "pg") as gateway, \
             prometheus(world.root / "prom", [gateway.removeprefix("http://")], [RULES]) as prom:
         # 1. Diagnose: the drift job on the drifted days fires the alert.
@@ -182,6 +263,20 @@ def test_the_runbook(world: World, served_log: Path, run_vigil: Callable[..., An
         assert "TX_DURING_NIGHT" not in report["vigil"]["drifted"]
         assert report["vigil"]["model_version"] == 2
 
+        # 2. The served days' labels arrive: version 2's live AP is far below its evaluation.
+        labels = write_labels(world.served, world.root / "labels" / "v2.parquet")
+        pushed = time.monotonic()
+        live = live_performance(run_vigil, labels, gateway, world.root / "performance", 2)
+        ap, evaluated_ap = live["average_precision"], live["evaluated"]["average_precision"]
+        assert live["transactions"] == len(world.served), live
+        assert ap < evaluated_ap - LIVE_AP_BOUND, (ap, evaluated_ap)
+        fired = wait_for(lambda: firing(prom, LIVE_ALERT), f"{LIVE_ALERT} firing", 30)
+        assert isinstance(fired, list)
+        assert {a["labels"]["model_version"] for a in fired} == {"2"}, fired
+        notes.append(f"{LIVE_ALERT} firing for version 2 {time.monotonic() - pushed:.1f} s "
+                     f"after the push: live AP {ap:.3f}, evaluated {evaluated_ap:.3f} "
+                     f"({live['transactions']} labelled transactions, {live['frauds']} frauds)")
+
         # 3. Act: roll back, then retrain on the recent data.
         result = run_vigil("models", "list", "fraud")
         assert result.exit_code == 0, result.stderr
@@ -190,7 +285,7 @@ def test_the_runbook(world: World, served_log: Path, run_vigil: Callable[..., An
         assert registry.get_card("fraud", alias=CHAMPION).version == 1
 
         result = run_vigil("run", "fraud", "--local", "--transactions", world.transactions,
-                           "--json", world.root / "retrain.json")
+                           "--test-end", RETRAIN_TEST_END, "--json", world.root / "retrain.json")
         assert result.exit_code == 0, result.stderr
         summary = json.loads((world.root / "retrain.json").read_text())
         assert summary["registration"]["registered"], summary["registration"]
@@ -219,15 +314,38 @@ def test_the_runbook(world: World, served_log: Path, run_vigil: Callable[..., An
         assert down.exit_code == 0, down.stderr
         assert registry.get_card("fraud", alias=CHAMPION).version == challenger
 
-        # 4. Confirm: undrifted figures pushed, the alert resolves.
-        result = run_vigil("drift", "fraud", "--version", "2", "--current", NORMAL_DAYS,
-                           "--reference", world.reference, "--pushgateway", gateway,
-                           "--out", out)
+        # 4. Confirm. Time passes: the platform's materialization brings the online store to
+        # the day after the retrain's test window; the new champion serves that day and the next.
+        featurize(world.simulated, world.root / "features_later", store=world.store,
+                  cutoff=LATER_CUTOFF.to_pydatetime())
+        materialize(world.store)
+        serve(world, world.later, str(challenger), "serve_later.log")
+        # The drift job on its last day against its training set (the card's window of the
+        # features): the world is still inflated, so is the training set; the alert resolves.
+        result = run_vigil("drift", "fraud", "--current", "1d", "--reference",
+                           world.root / "features", "--pushgateway", gateway, "--out", out)
         assert result.exit_code == 0, result.stderr
-        # Two days of normal traffic: a few features may move (weekday mix), the data set and
+        # One day against two weeks: a few features may move (weekday mix), the data set and
         # the score do not, which is what the alert looks at.
         assert "data set drift at 0.50: no" in result.stdout, result.stdout
+        report = json.loads(sorted((out / "fraud").glob("*/drift.json"))[-1].read_text())
+        assert report["vigil"]["model_version"] == challenger, report["vigil"]
         wait_for(lambda: not alerts(prom, ALERT), f"{ALERT} resolved", 30)
+
+        # Their labels arrive: the new champion's live figures replace version 2's.
+        labels = write_labels(world.later, world.root / "labels" / "v3.parquet")
+        assert firing(prom, LIVE_ALERT), "the live-performance alert stays until new figures"
+        pushed = time.monotonic()
+        live = live_performance(run_vigil, labels, gateway, world.root / "performance",
+                                challenger)
+        ap, evaluated_ap = live["average_precision"], live["evaluated"]["average_precision"]
+        assert live["transactions"] == len(world.later), live
+        assert ap >= evaluated_ap - LIVE_AP_BOUND, (ap, evaluated_ap)
+        wait_for(lambda: not alerts(prom, LIVE_ALERT), f"{LIVE_ALERT} resolved", 30)
+        notes.append(f"{LIVE_ALERT} resolved {time.monotonic() - pushed:.1f} s after the push: "
+                     f"version {challenger} live AP {ap:.3f}, evaluated {evaluated_ap:.3f} "
+                     f"({live['transactions']} labelled transactions, {live['frauds']} frauds)")
+        print("\n".join(notes))
 
 
 def test_undrifted_traffic_raises_no_alert(world: World, served_log: Path,
@@ -249,5 +367,20 @@ def test_undrifted_traffic_raises_no_alert(world: World, served_log: Path,
             return bool(body["data"]["result"])
 
         wait_for(scraped, "Prometheus scraped the drift figures", 30)
+        # The normal days' labels arrive: version 2's live figures on undrifted traffic.
+        normal = days_of(world.served, NORMAL_DAYS[:10], NORMAL_DAYS[-10:])
+        labels = write_labels(normal, world.root / "labels" / "normal.parquet")
+        live = live_performance(run_vigil, labels, gateway, world.root / "performance2", 2)
+        assert live["transactions"] == len(normal), live
+
+        def scraped_live() -> bool:
+            body = httpx.get(query, params={"query": "vigil_live_average_precision"},
+                             timeout=10).json()
+            return bool(body["data"]["result"])
+
+        wait_for(scraped_live, "Prometheus scraped the live figures", 30)
         time.sleep(3)  # a few rule evaluations (every second) on them
         assert alerts(prom, ALERT) == []
+        assert alerts(prom, LIVE_ALERT) == []
+        print(f"undrifted: version 2 live AP {live['average_precision']:.3f}, evaluated "
+              f"{live['evaluated']['average_precision']:.3f}; no alert")
