@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 TEST_PROGRAMS := promtool=prometheus prometheus=prometheus redis-server=redis-server redis-cli=redis-tools \
 	haproxy=haproxy prometheus-pushgateway=prometheus-pushgateway \
 	prometheus-alertmanager=prometheus-alertmanager shellcheck=shellcheck \
-	java=openjdk-17-jre-headless
+	java=openjdk-17-jre-headless podman=podman runc=runc mmdebstrap=mmdebstrap catatonit=catatonit \
+	/usr/lib/podman/netavark=netavark /usr/lib/podman/aardvark-dns=aardvark-dns
 PACKAGES := vigil feature_store components rollout inference monitoring pipelines vigil_cli bench
 
 .DEFAULT_GOAL := help

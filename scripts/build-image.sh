@@ -5,9 +5,10 @@
 #
 #   scripts/build-image.sh [IMAGE]        default IMAGE: localhost/vigil:dev
 #
-# Podman settings that work on these machines (crun fails here) go in a containers.conf named by
-# CONTAINERS_CONF: runc, cgroupfs, file events, raised ulimits. pip inside the build trusts the
-# host's CA bundle (mounted read-only). Needs podman, buildah's runc and mmdebstrap (Debian).
+# Podman settings that work on these machines (crun fails here): scripts/podman/containers.conf
+# (runc, cgroupfs, file events, raised ulimits), unless CONTAINERS_CONF names another. pip inside
+# the build trusts the host's CA bundle: it is mounted read-only over the base's, which Debian's
+# pip uses. Needs podman, runc and mmdebstrap (Debian).
 set -euo pipefail
 
 IMAGE="${1:-localhost/vigil:dev}"
@@ -24,16 +25,7 @@ for program in podman mmdebstrap runc; do
 done
 [[ -r "$CA_BUNDLE" ]] || die "no CA bundle at $CA_BUNDLE"
 
-cat >"$WORK/containers.conf" <<'CONF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
-export CONTAINERS_CONF="$WORK/containers.conf"
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/scripts/podman/containers.conf}"
 
 mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
 mirror="${mirror:-http://deb.debian.org/debian}"
@@ -62,7 +54,6 @@ podman build \
     --build-arg VERSION="$version" \
     --build-arg REVISION="$revision" \
     --volume "$CA_BUNDLE:$CA_BUNDLE:ro" \
-    --env PIP_CERT="$CA_BUNDLE" \
     --tag "$IMAGE" \
     "$ROOT"
 echo "   $((SECONDS - start)) s"
