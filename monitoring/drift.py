@@ -24,10 +24,10 @@ booster's own ``feature_importance("gain")``; the drift of any one of them is re
 feature drift (``vigil_drift_key_feature_drift_detected``, an input of ``VigilDriftDetected``).
 Evidently's share counts every feature alike, so a shift that moves only the few features the
 model leans on most (a new fraud pattern in 2% of the traffic moves a terminal's risk, which
-carries a third of the gain) stays far below half of the features; a feature the model barely
-uses (``TX_DURING_WEEKEND``, which "drifts" in every one-day window) is never key. Whether a
-feature drifted is still Evidently's per-column test. Without the booster's importance (no
-registered model) there are no key features and no key feature drift.
+carried 28% of the benchmark champion's gain) stays far below half of the features; a feature
+the model barely uses (``TX_DURING_WEEKEND``, which "drifts" in every one-day window) is not
+key. Whether a feature drifted is still Evidently's per-column test. Without the booster's
+importance (no registered model) there are no key features and no key feature drift.
 
 Fewer than ``monitoring.drift_min_rows`` rows on either side is :class:`NotEnoughData`: no drift
 figures are computed or pushed (only the row counts and the attempt time), so a quiet hour is never
