@@ -42,7 +42,7 @@ from components.train import train_model
 from components.windows import FIT, SPLIT_COLUMN, VALID, WindowSpec
 from feature_store.transforms import DEFAULT_SPEC, batch_features
 from monitoring.drift import DECISION, DriftOptions, compare, gain_importance
-from monitoring.performance import FRAUD, LivePerformance, measure
+from monitoring.performance import LivePerformance, measure
 from vigil import contract as c
 from vigil.data.drift import SCENARIOS, Drift
 from vigil.data.simulate import SimulationConfig, simulate
@@ -117,7 +117,7 @@ def _live(frame: pd.DataFrame, model: Model, days: tuple[int, int]) -> LivePerfo
         c.CUSTOMER_ID: served[c.CUSTOMER_ID].astype(str),
         c.TX_AMOUNT: served[c.TX_AMOUNT],
         "score": served["score"],
-        "decision": np.where(served[DECISION] == 1, FRAUD, "LEGIT"),
+        "decision": np.where(served[DECISION] == 1, c.FRAUD_DECISION, c.LEGIT_DECISION),
         "model_version": 1,
     })
     labels = pd.DataFrame({c.TRANSACTION_ID: log[c.TRANSACTION_ID],
