@@ -148,12 +148,16 @@ def _stock_report(current: pd.DataFrame, reference: pd.DataFrame) -> float:
 
 
 def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-drift-") as tmp:
+        return _run(Path(tmp))
+
+
+def _run(work: Path) -> dict[str, Any]:
     mon = MonitoringSettings()
     options = DriftOptions(method=mon.drift_method, threshold=mon.drift_threshold,
                            drift_share=mon.drift_share, min_rows=mon.drift_min_rows,
                            key_gain_share=mon.drift_key_gain_share)
     t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="vigil-bench-drift-"))
     base = _features(None)
     champion = _train(base, SERVED_FROM + WINDOWS.test_days - 1, work)
     importance = gain_importance(champion.booster)
