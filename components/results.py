@@ -87,6 +87,8 @@ class Evaluation:
     """The evaluate step's result: metrics of the candidate and the champion, and the gate."""
 
     data: Featurization
+    #: The candidate's: the handbook protocol's figures (``average_precision``, ...; the gate's)
+    #: and the same over every test transaction (``all_transactions_*``; the live reference).
     metrics: Mapping[str, float]
     champion: ChampionScores | None
     comparison_metric: str

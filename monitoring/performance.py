@@ -8,6 +8,13 @@ FRAUD decision costs ``alert_cost``, every missed fraud its amount). Next to the
 evaluated figures from its registry card. Exported as ``vigil_live_*`` through a Pushgateway and
 drawn as one PNG over time, the evaluated figures as dashed lines.
 
+Like for like: every labelled served transaction counts (production does not leave out cards it
+has not yet learnt are compromised), so the evaluated figures are the card's over every
+transaction of the version's test window (``all_transactions_*``, written by the evaluate step),
+not its handbook-protocol figures, which leave known-compromised cards out and read a few
+hundredths lower. The handbook figures are kept alongside for reading. A card without
+``all_transactions_*`` figures has no reference: nothing is exported as evaluated for it.
+
 A day needs both classes for AUC/AP (else they are NaN for that day); the window needs at least
 ``min_labelled`` labelled rows with both classes, else :class:`NotEnoughLabels`.
 """
@@ -33,6 +40,7 @@ from monitoring.drift import decisions_of
 from vigil import contract as c
 from vigil.errors import DataError, VigilError
 from vigil.evaluation.metrics import (
+    ALL_TRANSACTIONS,
     METRICS,
     SCORE_COLUMN,
     auc_roc,
@@ -74,13 +82,17 @@ class LivePerformance:
     decision_cost_per_transaction: float
     transactions: int
     frauds: int
-    #: The version's figures from its evaluation (registry card), by metric name.
+    #: The reference: the version's evaluated figures over every transaction of its test
+    #: window (registry card, ``all_transactions_*``), by metric name.
     evaluated: Mapping[str, float]
     finished_at: datetime
+    #: Its evaluated figures under the handbook protocol (known-compromised cards left out).
+    evaluated_handbook: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["evaluated"] = dict(self.evaluated)
+        out["evaluated_handbook"] = dict(self.evaluated_handbook)
         out["finished_at"] = self.finished_at.isoformat()
         return out
 
@@ -144,7 +156,8 @@ def measure(
     alert_cost: float,
     min_labelled: int,
 ) -> LivePerformance:
-    """The live figures of ``model_version``'s logged transactions that have labels."""
+    """The live figures of ``model_version``'s logged transactions that have labels;
+    ``evaluated`` is its card's metrics (the reference: their ``all_transactions_*``)."""
     served = log[log["model_version"] == model_version]
     joined = served.merge(labels, on=c.TRANSACTION_ID, how="inner")
     y = joined[c.TX_FRAUD].to_numpy().astype(np.int8) if len(joined) else np.zeros(0, np.int8)
@@ -187,9 +200,17 @@ def measure(
         decision_cost_per_transaction=cost.per_transaction,
         transactions=len(joined),
         frauds=int(y.sum()),
-        evaluated={k: float(evaluated[k]) for k in METRICS if k in evaluated},
+        evaluated=reference_of(evaluated),
         finished_at=datetime.now(UTC),
+        evaluated_handbook={k: float(evaluated[k]) for k in METRICS if k in evaluated},
     )
+
+
+def reference_of(card_metrics: Mapping[str, float]) -> dict[str, float]:
+    """The figures live performance is compared with: the card's over every transaction of its
+    test window, by metric name (empty for a card that does not record them)."""
+    return {k: float(card_metrics[ALL_TRANSACTIONS + k]) for k in METRICS
+            if ALL_TRANSACTIONS + k in card_metrics}
 
 
 # ------------------------------------------------------------------------------ outputs
@@ -209,7 +230,7 @@ def draw(perf: LivePerformance, path: Path) -> Path:
                 label=f"{label} live")
         if key in perf.evaluated:
             ax.axhline(perf.evaluated[key], color=colour, linestyle="--", linewidth=1,
-                       label=f"{label} evaluated {perf.evaluated[key]:.3f}")
+                       label=f"{label} evaluated {perf.evaluated[key]:.3f} (whole test window)")
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("metric")
     ax.set_title(f"{perf.model_name} version {perf.model_version}: live performance by day "
@@ -249,13 +270,16 @@ def live_registry(perfs: Sequence[LivePerformance]) -> CollectorRegistry:
     }
     evaluated = {
         "auc_roc": gauge("vigil_live_evaluated_auc_roc",
-                         "AUC ROC of the version in its evaluation (registry card)."),
+                         "AUC ROC of the version over every transaction of its test window "
+                         "(registry card)."),
         "average_precision": gauge(
             "vigil_live_evaluated_average_precision",
-            "Average precision of the version in its evaluation (registry card)."),
+            "Average precision of the version over every transaction of its test window "
+            "(registry card)."),
         "card_precision_at_100": gauge(
             "vigil_live_evaluated_card_precision_at_100",
-            "Card Precision@100 of the version in its evaluation (registry card)."),
+            "Card Precision@100 of the version over every transaction of its test window "
+            "(registry card)."),
     }
     cost = gauge("vigil_live_decision_cost",
                  "Realised cost of the version's decisions on its labelled transactions: "

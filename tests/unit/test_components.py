@@ -46,7 +46,7 @@ from vigil.errors import (
     ValidationFailed,
     VigilError,
 )
-from vigil.evaluation.metrics import drop_known_compromised, evaluate
+from vigil.evaluation.metrics import ALL_TRANSACTIONS, METRICS, drop_known_compromised, evaluate
 from vigil.evaluation.report import IMPORTANCE_PNG, METRICS_JSON, PR_PNG, REPORT_HTML, ROC_PNG
 from vigil.registry import CHALLENGER, CHAMPION, MODEL_FILE, Registry
 from vigil.settings import Settings
@@ -401,6 +401,13 @@ def test_evaluate_without_champion(featurized, trained, registry_settings, tmp_p
     assert result.metrics["average_precision"] == pytest.approx(expected.average_precision)
     assert result.metrics["auc_roc"] == pytest.approx(expected.auc_roc)
     assert result.metrics["card_precision_at_100"] == pytest.approx(expected.card_precision_at_k)
+    # And over every transaction of the test window (the population live traffic is).
+    test_all = frame.loc[frame[SPLIT_COLUMN] == TEST]
+    whole = evaluate(test_all.assign(
+        score=booster.predict(test_all[FEATURES].to_numpy(np.float64)))).to_dict()
+    for key in METRICS:
+        assert result.metrics[ALL_TRANSACTIONS + key] == pytest.approx(whole[key])
+        assert ui_metrics(result)[ALL_TRANSACTIONS + key] == result.metrics[ALL_TRANSACTIONS + key]
     assert result.test_rows == len(test)
     assert result.dropped_known_compromised == int((frame[SPLIT_COLUMN] == TEST).sum()) - len(test)
     assert result.threshold == training.threshold
@@ -444,7 +451,8 @@ def test_the_champion_is_scored_on_the_same_rows(featurized, trained, registry_s
     # The same model on the same rows: identical metrics, hence a tie, hence no registration.
     assert result.champion is not None
     assert result.champion.version == version
-    assert result.champion.metrics == result.metrics
+    assert result.champion.metrics == {k: v for k, v in result.metrics.items()
+                                       if not k.startswith(ALL_TRANSACTIONS)}
     assert result.decision == "rejected"
     assert f"is not better than champion version {version}" in result.reason
 
@@ -521,6 +529,48 @@ def test_a_tampered_champion_stops_the_evaluation(featurized, trained, registry_
     stored.write_text(stored.read_text().replace("tree\n", "tree\n\n", 1))
     with pytest.raises(ModelIntegrityError, match="sha256"):
         _evaluate(featurized, trained, registry_settings, tmp_path, quality_floor=0.0)
+
+
+def test_live_performance_of_the_test_window_is_the_registered_reference(
+    featurized, trained, registry_settings, tmp_path
+):
+    """Like for like: the registered version serves its own test window (undrifted traffic,
+    every transaction, as production sees it) and every label arrives; the live job measures
+    exactly its registered reference, not the handbook figure (cards known to be compromised
+    left out, another population)."""
+    from drift_support import write_log
+
+    from monitoring.performance import run_job
+
+    _, dataset, _ = featurized
+    model_dir, _ = trained
+    result = _evaluate(featurized, trained, registry_settings, tmp_path, quality_floor=0.0)
+    registration = register_candidate(model_dir, tmp_path / "report", result,
+                                      settings=registry_settings, alias=result.decision)
+    registry = Registry.from_settings(registry_settings)
+    card = registry.get_card("fraud", version=registration.version)
+    frame = pd.read_parquet(dataset)
+    test = frame.loc[frame[SPLIT_COLUMN] == TEST]
+    scores = registry.load_model("fraud", version=card.version).booster.predict(
+        test[FEATURES].to_numpy(np.float64))
+    served = test.assign(score=scores, decision=np.where(scores >= card.threshold, c.FRAUD_DECISION,
+                                                        c.LEGIT_DECISION))
+    write_log(served, tmp_path / "log", "fraud", card.version)
+    labels = tmp_path / "labels.parquet"
+    test[[c.TRANSACTION_ID, c.TX_FRAUD]].astype({c.TRANSACTION_ID: str}).to_parquet(labels)
+
+    run = run_job(model_name="fraud", log_root=str(tmp_path / "log"), labels=str(labels),
+                  registry=registry, versions=None, alert_cost=5.0, min_labelled=100,
+                  out_root=tmp_path / "performance", pushgateway_url=None)
+    (live,) = run.results
+    assert (live.transactions, live.frauds) == (len(test), int(test[c.TX_FRAUD].sum()))
+    for key in METRICS:
+        assert getattr(live, key) == pytest.approx(live.evaluated[key], abs=1e-9), key
+        assert live.evaluated[key] == card.metrics[ALL_TRANSACTIONS + key]
+        assert live.evaluated_handbook[key] == card.metrics[key]
+    # The handbook figure measures another population: far from what live traffic reads.
+    gap = live.average_precision - live.evaluated_handbook["average_precision"]
+    assert abs(gap) > 0.02, gap
 
 
 def test_current_champion(registry_settings, featurized, trained):

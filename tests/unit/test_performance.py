@@ -18,14 +18,18 @@ from monitoring import performance as p
 from vigil import contract as c
 from vigil.data.drift import AMOUNT_INFLATION
 from vigil.errors import DataError
-from vigil.evaluation.metrics import decision_cost, evaluate
+from vigil.evaluation.metrics import ALL_TRANSACTIONS, decision_cost, evaluate
 
 pytestmark = pytest.mark.unit
 
 SERVED_END = date(2018, 6, 13)
 #: Labels arrive with a delay: the last served days have none yet.
 LABELLED_END = date(2018, 6, 9)
+#: The version's card: its figures over every test transaction (the reference) and under the
+#: handbook protocol (known-compromised cards left out).
 EVALUATED = {"auc_roc": 0.9, "average_precision": 0.7, "card_precision_at_100": 0.25}
+HANDBOOK = {"auc_roc": 0.88, "average_precision": 0.62, "card_precision_at_100": 0.2}
+CARD = {**HANDBOOK, **{ALL_TRANSACTIONS + k: v for k, v in EVALUATED.items()}}
 
 
 def _world(tmp_path: Path, scenario: str | None = None) -> tuple[Path, Path, pd.DataFrame]:
@@ -37,10 +41,11 @@ def _world(tmp_path: Path, scenario: str | None = None) -> tuple[Path, Path, pd.
     return tmp_path / "log", tmp_path / "labels", served
 
 
-def _run(log: Path, labels: Path, out: Path, min_labelled: int = 1_000) -> p.PerformanceRun:
+def _run(log: Path, labels: Path, out: Path, min_labelled: int = 1_000,
+         card: dict[str, float] = CARD) -> p.PerformanceRun:
     class Cards:
         def get_card(self, name: str, *, version: int) -> object:
-            return type("Card", (), {"metrics": EVALUATED})()
+            return type("Card", (), {"metrics": card})()
 
     return p.run_job(model_name="fraud", log_root=str(log), labels=str(labels), registry=Cards(),
                      versions=None, alert_cost=5.0, min_labelled=min_labelled, out_root=out,
@@ -70,6 +75,7 @@ def test_figures_are_the_evaluation_codes_on_the_labelled_rows(tmp_path: Path) -
     assert perf.decision_cost == pytest.approx(by_hand)
     assert sum(d.decision_cost for d in perf.days) == pytest.approx(by_hand)
     assert perf.evaluated == EVALUATED
+    assert perf.evaluated_handbook == HANDBOOK
 
 
 def test_picture_json_and_metrics(tmp_path: Path) -> None:
@@ -85,6 +91,18 @@ def test_picture_json_and_metrics(tmp_path: Path) -> None:
     assert ('vigil_live_evaluated_average_precision{model_name="fraud",model_version="1"} 0.7'
             in text)
     assert "vigil_live_decision_cost{" in text and "vigil_live_last_success_timestamp" in text
+    assert body["evaluated"] == EVALUATED and body["evaluated_handbook"] == HANDBOOK
+
+
+def test_a_card_without_whole_window_figures_has_no_reference(tmp_path: Path) -> None:
+    """Only the handbook figures (another population): nothing is exported as evaluated, so
+    the live-AP alert does not compare live traffic with them."""
+    log, labels, _ = _world(tmp_path)
+    (perf,) = _run(log, labels, tmp_path / "out", card=HANDBOOK).results
+    assert perf.evaluated == {} and perf.evaluated_handbook == HANDBOOK
+    text = generate_latest(p.live_registry([perf])).decode()
+    assert "vigil_live_average_precision{" in text
+    assert "vigil_live_evaluated_average_precision{" not in text
 
 
 def test_amount_inflation_costs_more_than_undrifted_traffic(tmp_path: Path) -> None:

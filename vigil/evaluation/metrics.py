@@ -50,6 +50,11 @@ METRIC_LABELS: Final[dict[MetricName, str]] = {
     "average_precision": "AP",
     "card_precision_at_100": "CP@100",
 }
+#: Prefix of the same figures over *every* transaction of the test window, no card left out:
+#: the population a served version's labelled traffic is (production cannot leave out cards it
+#: has not yet learnt are compromised), hence the reference live performance is compared with.
+#: The unprefixed figures stay the handbook protocol's (the gate's).
+ALL_TRANSACTIONS: Final = "all_transactions_"
 
 ThresholdTarget = Literal["f1", "precision@recall"]
 

@@ -32,8 +32,8 @@ def performance(ctx: click.Context, model_name: str | None, labels: str,
                 versions: tuple[int, ...], log_root: str | None, out: Path | None,
                 pushgateway: str | None) -> None:
     """Live performance of MODEL_NAME (default: the configured model) on its served
-    transactions whose labels arrived, next to its evaluated figures. Exit code 3: not enough
-    labels."""
+    transactions whose labels arrived, next to its evaluated figures (over every transaction of
+    its test window, as live traffic counts). Exit code 3: not enough labels."""
     from monitoring.performance import NotEnoughLabels, run_job
     from vigil.registry import Registry
 
@@ -53,13 +53,18 @@ def performance(ctx: click.Context, model_name: str | None, labels: str,
         click.echo(str(e), err=True)
         sys.exit(NOT_ENOUGH_LABELS_EXIT)
     for p, png in zip(run.results, run.pngs, strict=True):
-        ev = p.evaluated
+        ev, handbook = p.evaluated, p.evaluated_handbook
         click.echo(f"{name} version {p.model_version}: {p.transactions:,} labelled transactions "
                    f"({p.frauds:,} frauds) over {len(p.days)} days")
         for key, label in (("auc_roc", "AUC ROC"), ("average_precision", "AP"),
                            ("card_precision_at_100", "CP@100")):
-            evaluated = f" (evaluated {ev[key]:.3f})" if key in ev else ""
+            notes = ([f"evaluated {ev[key]:.3f}"] if key in ev else []) + (
+                [f"handbook protocol {handbook[key]:.3f}"] if key in handbook else [])
+            evaluated = f" ({'; '.join(notes)})" if notes else ""
             click.echo(f"  {label:<8} {getattr(p, key):.3f}{evaluated}")
+        if not ev:
+            click.echo("  no evaluated figures over its whole test window on its card "
+                       "(all_transactions_*): nothing to compare live performance with")
         click.echo(f"  decision cost {p.decision_cost:,.2f} "
                    f"({p.decision_cost_per_transaction:.3f} per transaction, alert cost "
                    f"{mon.alert_cost:g})")
