@@ -31,7 +31,8 @@ def drift_check(*, settings: Settings, current_window: str, reference: str,
         raise ConfigError("drift: no reference (parameter reference or "
                           "monitoring.drift_reference)")
     options = DriftOptions(method=mon.drift_method, threshold=mon.drift_threshold,
-                           drift_share=mon.drift_share, min_rows=mon.drift_min_rows)
+                           drift_share=mon.drift_share, min_rows=mon.drift_min_rows,
+                           key_gain_share=mon.drift_key_gain_share)
     try:
         run = run_job(
             model_name=name, log_root=settings.inference_log_root, reference=reference,
@@ -47,7 +48,8 @@ def drift_check(*, settings: Settings, current_window: str, reference: str,
                 "reference_rows": e.reference_rows}
     r = run.result
     say(STEP, f"{r.drifted_features}/{len(r.features)} features drifted "
-              f"(share {r.drifted_share:.2f}); score drift {r.score.score:.3f} "
+              f"(share {r.drifted_share:.2f}); key features drifted: "
+              f"{', '.join(r.drifted_key_features()) or 'none'}; score drift {r.score.score:.3f} "
               f"({'detected' if r.score.detected else 'not detected'})")
     html_report.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run.html, html_report)

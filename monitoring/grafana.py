@@ -138,6 +138,12 @@ def drift() -> dict[str, Any]:
             (f"max(vigil_drift_drifted_features_share{{{M}}})", "drifted share"),
             (f"max(vigil_drift_dataset_drift_detected{{{M}}})", "data set drift")],
             unit="percentunit"),
+        _panel("Key features (the fewest carrying half the model's gain)", [
+            (f"max by (feature) (vigil_drift_key_feature{{{M}}}) * on (feature) "
+             f"max by (feature) (vigil_drift_feature_detected{{{M}}})",
+             "{{feature}} (1: drifted)"),
+            (f"max(vigil_drift_key_feature_drift_detected{{{M}}})", "key feature drift")],
+            kind="table"),
         _panel("Score and decisions", [
             (f"max(vigil_drift_score_drift{{{M}}})", "score drift"),
             (f"max(vigil_drift_score_drift_detected{{{M}}})", "score drift detected"),

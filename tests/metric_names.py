@@ -39,7 +39,7 @@ def sample_results() -> tuple[drift.DriftResult, performance.LivePerformance,
         decision=drift.ColumnDrift("decision", "m", 0.1, 0.0, False),
         drifted_features=1, drifted_share=1.0, drift_share=0.5, decision_rate_current=0.1,
         decision_rate_reference=0.1, current_rows=1, reference_rows=1, current_window=None,
-        reference="", seconds=0.0, finished_at=now)
+        reference="", seconds=0.0, finished_at=now, key_features=("TX_AMOUNT",))
     sample_live = performance.LivePerformance(
         model_name="fraud", model_version=1,
         days=(performance.DayFigures("2018-06-01", 10, 1, 0.9, 0.5, 0.3, 12.0),),

@@ -380,6 +380,10 @@ class MonitoringSettings(StrictModel):
     drift_threshold: float | None = Field(default=None, gt=0)
     #: Share of drifted features at which the data set counts as drifted (Evidently's 0.5).
     drift_share: float = Field(default=0.5, gt=0, le=1)
+    #: The model's key features are the fewest that together carry this share of its LightGBM
+    #: gain; the drift of any one of them is key feature drift, which raises
+    #: ``VigilDriftDetected`` like data-set drift (Vigil's rule; 0: no key features).
+    drift_key_gain_share: float = Field(default=0.5, ge=0, le=1)
     #: Fewer rows than this on either side: "not enough data", nothing compared.
     drift_min_rows: int = Field(default=1_000, ge=1)
     #: Live performance (``vigil performance``): the cost of one FRAUD decision (a review);

@@ -27,6 +27,7 @@ from drift_support import (
 from monitoring_env import pushgateway, samples
 
 from feature_store.names import FEATURE_SERVICE
+from monitoring import drift
 from vigil.data.drift import AMOUNT_INFLATION
 from vigil.registry import Registry
 from vigil.settings import load_settings
@@ -95,6 +96,13 @@ def test_undrifted_then_drifted_traffic(run_vigil, monkeypatch, home: Path, gate
     assert len(detected) == len(FEATURES) and set(detected.values()) == {0.0}
     assert got[f"vigil_drift_last_success_timestamp_seconds{{{M}}}"] >= started - 1
     assert got[f"vigil_drift_enough_data{{{M}}}"] == 1
+    # The key features come from the registered booster's own gain.
+    key = drift.key_features(drift.gain_importance(booster()), 0.5)
+    assert key and {k for k in got if k.startswith("vigil_drift_key_feature{")} == {
+        f'vigil_drift_key_feature{{feature="{f}",{M}}}' for f in key}
+    assert got[f"vigil_drift_key_feature_drift_detected{{{M}}}"] == 0
+    assert f"key features (50% of the model's gain): {', '.join(key)}; drifted: none" in (
+        result.stdout)
 
     result = _drift(run_vigil, home, gateway, "log_drift", "7d")
     assert result.exit_code == 0, result.stderr
@@ -109,6 +117,11 @@ def test_undrifted_then_drifted_traffic(run_vigil, monkeypatch, home: Path, gate
     report = json.loads(sorted((home / "reports" / "fraud").glob("*/drift.json"))[-1].read_text())
     assert "TX_AMOUNT" in report["vigil"]["drifted"]
     assert report["vigil"]["model_version"] == 1
+    assert report["vigil"]["key_features"] == list(key)
+    assert report["vigil"]["key_feature_drift"] == bool(
+        set(key) & set(report["vigil"]["drifted"]))
+    assert got[f"vigil_drift_key_feature_drift_detected{{{M}}}"] == int(
+        report["vigil"]["key_feature_drift"])
 
 
 def test_not_enough_data_keeps_the_last_figures(run_vigil, monkeypatch, home: Path,

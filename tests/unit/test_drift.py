@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from drift_support import FEATURES, SERVED_START, TRAIN_END, TRAIN_START, days, features, scored
+from drift_support import (
+    FEATURES,
+    SERVED_START,
+    TRAIN_END,
+    TRAIN_START,
+    WIDE_CONFIG,
+    booster,
+    days,
+    features,
+    scored,
+)
 from prometheus_client import generate_latest
 
 from inference.scoring import FRAUD, LEGIT
@@ -23,12 +33,14 @@ SERVED_END = date(2018, 6, 13)
 OPTIONS = d.DriftOptions(min_rows=1_000)
 
 
-def _compare(scenario: str | None) -> tuple[d.DriftResult, object]:
+def _compare(scenario: str | None, *, served_end: date = SERVED_END,
+             importance: dict[str, float] | None = None) -> tuple[d.DriftResult, object]:
     reference = scored(days(features(), TRAIN_START, TRAIN_END))
-    current = scored(days(features(scenario), SERVED_START, SERVED_END))
+    current = scored(days(features(scenario), SERVED_START, served_end))
     for frame in (reference, current):
         frame[d.DECISION] = d.decisions_of(frame)
-    return d.compare(current, reference, FEATURES, OPTIONS, model_name="fraud", model_version=1)
+    return d.compare(current, reference, FEATURES, OPTIONS, model_name="fraud", model_version=1,
+                     importance=importance)
 
 
 def test_undrifted_traffic_raises_no_drift() -> None:
@@ -65,6 +77,86 @@ def test_card_testing_shows_in_the_features_it_changes() -> None:
     drifted = set(result.drifted())
     assert "CUSTOMER_ID_NB_TX_1DAY_WINDOW" in drifted
     assert "TX_DURING_WEEKEND" not in drifted
+
+
+def test_key_features_are_the_fewest_carrying_the_gain_share() -> None:
+    gains = {"a": 1.0, "b": 5.0, "c": 3.0, "d": 1.0, "e": 0.0}
+    # total 10: b alone carries 0.5, b + c 0.8, then a before d (ties by name).
+    assert d.key_features(gains, 0.5) == ("b",)
+    assert d.key_features(gains, 0.51) == ("b", "c")
+    assert d.key_features(gains, 0.85) == ("b", "c", "a")
+    assert d.key_features(gains, 1.0) == ("b", "c", "a", "d")
+    assert d.key_features(gains, 0.0) == ()
+    assert d.key_features({"a": 0.0, "b": 0.0}, 0.5) == ()
+    with pytest.raises(VigilError, match=r"within 0\.\.1"):
+        d.key_features(gains, 1.5)
+
+
+def test_key_features_come_from_the_boosters_gain() -> None:
+    gains = d.gain_importance(booster())
+    assert set(gains) == set(FEATURES) and sum(gains.values()) > 0
+    key = d.key_features(gains, 0.5)
+    assert 0 < len(key) < len(FEATURES)
+    assert sum(gains[f] for f in key) >= 0.5 * sum(gains.values())
+    assert "TX_DURING_WEEKEND" not in key
+
+
+def test_undrifted_traffic_moves_no_key_feature() -> None:
+    result, _ = _compare(None, importance=d.gain_importance(booster()))
+    assert result.key_features and result.drifted_key_features() == []
+    assert not result.key_feature_drift
+    text = generate_latest(d.result_registry(result)).decode()
+    assert 'vigil_drift_key_feature_drift_detected{model_name="fraud"} 0.0' in text
+
+
+#: Gain shares of the features a model leans on most, like the champion of bench/drift.py at
+#: the handbook's scale (a terminal's 7-day risk: 0.28 of its gain); the rest share 0.3.
+HANDBOOK_LIKE_GAIN = {
+    "TERMINAL_ID_RISK_7DAY_WINDOW": 0.28,
+    "CUSTOMER_ID_AMOUNT_RATIO_30DAY_WINDOW": 0.21,
+    "CUSTOMER_ID_MAX_AMOUNT_7DAY_RATIO_LAGGED": 0.21,
+}
+
+
+def _wide(scenario: str | None) -> d.DriftResult:
+    rest = [f for f in FEATURES if f not in HANDBOOK_LIKE_GAIN]
+    importance = {**HANDBOOK_LIKE_GAIN, **{f: 0.3 / len(rest) for f in rest}}
+    reference = scored(days(features(None, WIDE_CONFIG), TRAIN_START, TRAIN_END))
+    current = scored(days(features(scenario, WIDE_CONFIG), SERVED_START, date(2018, 6, 13)))
+    for frame in (reference, current):
+        frame[d.DECISION] = d.decisions_of(frame)
+    result, _ = d.compare(current, reference, FEATURES, OPTIONS, model_name="fraud",
+                          importance=importance)
+    assert result.key_features[0] == "TERMINAL_ID_RISK_7DAY_WINDOW"
+    return result
+
+
+def test_card_testing_drifts_a_key_feature_far_below_the_data_set_share() -> None:
+    """A new fraud pattern in a small share of the traffic (two weeks of card testing): a few
+    features drift, far from half of them, and the model's score does not move; one of the
+    features the model leans on most, a terminal's risk, drifts once the new frauds' labels
+    have arrived. Before key features the alert rule saw nothing here."""
+    result = _wide(scenarios.CARD_TESTING)
+    assert not result.dataset_drift and result.drifted_share < 0.25
+    assert not result.score.detected and not result.decision.detected
+    assert "TERMINAL_ID_RISK_7DAY_WINDOW" in result.drifted_key_features()
+    text = generate_latest(d.result_registry(result)).decode()
+    assert 'vigil_drift_key_feature_drift_detected{model_name="fraud"} 1.0' in text
+    for f in result.key_features:
+        assert f'vigil_drift_key_feature{{feature="{f}",model_name="fraud"}} 1.0' in text
+    body = result.to_dict()
+    assert body["key_feature_drift"] is True
+    assert body["drifted_key_features"] == result.drifted_key_features()
+
+
+def test_the_same_model_on_undrifted_traffic_sees_no_key_feature_drift() -> None:
+    result = _wide(None)
+    assert result.drifted() == [] and not result.key_feature_drift
+
+
+def test_without_importance_there_are_no_key_features() -> None:
+    result, _ = _compare(scenarios.CARD_TESTING)
+    assert result.key_features == () and not result.key_feature_drift
 
 
 def test_too_few_rows_is_not_enough_data_not_drift() -> None:

@@ -66,7 +66,8 @@ def drift(
         log_root = settings.inference_log_root if name == settings.registry.model_name else str(
             settings.home.resolve() / "inference_log" / name)
     options = DriftOptions(method=mon.drift_method, threshold=mon.drift_threshold,
-                           drift_share=mon.drift_share, min_rows=mon.drift_min_rows)
+                           drift_share=mon.drift_share, min_rows=mon.drift_min_rows,
+                           key_gain_share=mon.drift_key_gain_share)
     url = pushgateway or mon.pushgateway_url
     try:
         run = run_job(
@@ -86,8 +87,12 @@ def drift(
     click.echo(f"drifted features: {r.drifted_features}/{len(r.features)} "
                f"(share {r.drifted_share:.2f}, data set drift at {r.drift_share:.2f}: "
                f"{'DETECTED' if r.dataset_drift else 'no'})")
+    key = set(r.key_features)
+    click.echo(f"key features ({mon.drift_key_gain_share:.0%} of the model's gain): "
+               f"{', '.join(r.key_features) or 'none'}; "
+               f"drifted: {', '.join(r.drifted_key_features()) or 'none'}")
     for f in r.features:
-        mark = "DRIFT" if f.detected else "ok"
+        mark = ("KEY " if f.column in key else "") + ("DRIFT" if f.detected else "ok")
         click.echo(f"  {f.column:<40} {f.score:8.4f}  {f.method} (threshold {f.threshold:g})"
                    f"  {mark}")
     for what, d in (("score", r.score), ("decision", r.decision)):
