@@ -9,8 +9,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import yaml
 
 from inference.client import free_port
@@ -26,9 +28,15 @@ def program(name: str, package: str) -> str:
 def served(argv: list[str], log_path: Path, url: str, ready_path: str, *,
            ready_timeout_s: float = 30, stop_timeout_s: float = 10,
            env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[str]:
-    """Run ``argv`` (a server on ``url``), wait until ``ready_path`` answers 200, yield ``url``;
-    stopped by PID (SIGTERM, then SIGKILL after ``stop_timeout_s``). Its output goes to
-    ``log_path``, whose tail an early exit shows."""
+    """Run ``argv`` (a server on ``url``), wait until it listens on ``url``'s port and
+    ``ready_path`` answers 200, yield ``url``; stopped by PID (SIGTERM, then SIGKILL after
+    ``stop_timeout_s``). Its output goes to ``log_path``, whose tail an early exit shows.
+
+    "It listens" is checked on the process itself: a free port can be taken by another
+    session's server between ``free_port()`` and the bind, and that server's ready answer
+    must not pass for this one's (seen: a Pushgateway fed by another test run)."""
+    port = urlsplit(url).port
+    assert port is not None, f"{url}: no port"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -37,7 +45,8 @@ def served(argv: list[str], log_path: Path, url: str, ready_path: str, *,
         while True:
             assert proc.poll() is None, log_path.read_text()[-3000:]
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
+                if listens(proc.pid, port) and \
+                        httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                     break
             assert time.monotonic() < deadline, (
                 f"{Path(argv[0]).name} did not become ready in {ready_timeout_s:g} s")
@@ -50,6 +59,17 @@ def served(argv: list[str], log_path: Path, url: str, ready_path: str, *,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or one of its children) has a listening socket on ``port``."""
+    try:
+        process = psutil.Process(pid)
+        family = [process, *process.children(recursive=True)]
+        return any(conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+                   for member in family for conn in member.connections(kind="inet"))
+    except psutil.Error:
+        return False
 
 
 @contextlib.contextmanager
