@@ -76,7 +76,11 @@ def listens(pid: int, port: int) -> bool:
 def pushgateway(log_dir: Path) -> Iterator[str]:
     port = free_port()
     with served([program("prometheus-pushgateway", "prometheus-pushgateway"),
-                 f"--web.listen-address=127.0.0.1:{port}"],
+                 f"--web.listen-address=127.0.0.1:{port}",
+                 # Debian's default keeps every Pushgateway's pushes in one file,
+                 # /var/lib/prometheus/pushgateway.data, which the next one serves: a test
+                 # saw the series an earlier test had pushed. Each one keeps its own.
+                 f"--persistence.file={log_dir / 'pushgateway.data'}"],
                 log_dir / "pushgateway.log", f"http://127.0.0.1:{port}", "/-/ready") as url:
         yield url
 
