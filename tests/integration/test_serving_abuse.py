@@ -94,9 +94,9 @@ def test_requests_beyond_the_queue_bound_get_429_with_retry_after(
 
     How many of the 64 are shed depends on how many requests the server has read while the
     queue is full, which the scheduler decides (the Redis read blocks the event loop by
-    design, see inference/online.py): 17 and 27 on loaded CI runs, 32 or more on quiet ones. Without
-    the bound none is shed; with it, at least one is, with Retry-After, and the counters
-    agree with the answers."""
+    design, see inference/online.py): 17 and 27 on loaded CI runs, 32 or more on quiet
+    ones. Without the bound none is shed; with it, at least one is, with Retry-After, and
+    the counters agree with the answers."""
     rp = redis_process()
     store = online_store(redis_url=rp.url, serving={"max_queued_transactions": 1,
                                                      "shed_retry_after_s": 2})
