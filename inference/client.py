@@ -160,10 +160,12 @@ def wait_ready(server: ServerProcess, timeout_s: float = 180.0) -> None:
     )
 
 
-def health(url: str, path: str = "/v2/health/ready", timeout_s: float = 2.0) -> int | None:
-    """HTTP status of a GET, None when nothing answers."""
+def health(url: str, path: str = "/v2/health/ready", timeout_s: float = 2.0,
+           headers: Mapping[str, str] | None = None) -> int | None:
+    """HTTP status of a GET (with ``headers``), None when nothing answers."""
+    request = urllib.request.Request(url + path, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url + path, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as e:
         return int(e.code)

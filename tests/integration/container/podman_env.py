@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[3]
 CONTAINERS_CONF = ROOT / "scripts" / "podman" / "containers.conf"
 BUILD_SCRIPT = ROOT / "scripts" / "build-image.sh"
@@ -222,13 +220,6 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float,
             return
         time.sleep(1)
     raise AssertionError(f"{what}: not within {timeout_s:.0f} s\n{diagnose()}")
-
-
-def answers(url: str, path: str, *, headers: Mapping[str, str] | None = None,
-            status: int = 200) -> bool:
-    with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(url + path, headers=headers, timeout=3).status_code == status
-    return False
 
 
 @contextlib.contextmanager

@@ -29,7 +29,6 @@ from k8s_validation import chart
 from podman_env import (
     BuiltImage,
     alias_services,
-    answers,
     container_logs,
     create_secret,
     network,
@@ -43,6 +42,7 @@ from podman_env import (
 from feature_store.config import StoreConfig
 from feature_store.jobs import materialize
 from feature_store.names import FEATURE_SERVICE
+from inference.client import health
 from vigil import contract as c
 from vigil.settings import load_settings
 
@@ -147,7 +147,7 @@ def test_the_plain_rendering_serves_under_podman_play_kube(
     mlflow_pod = pods_of(deployment(played["backing"], "mlflow"))
     redis_pod = pods_of(deployment(played["backing"], "redis"))
     mlflow_url = f"http://{pod_ip(mlflow_pod, net)}:5000"
-    wait_until(lambda: answers(mlflow_url, "/health", headers=MLFLOW_HOST),
+    wait_until(lambda: health(mlflow_url, "/health", headers=MLFLOW_HOST) == 200,
                "the chart's MLflow answering /health", 240,
                lambda: container_logs(f"{mlflow_pod}-mlflow"))
 
@@ -169,7 +169,8 @@ def test_the_plain_rendering_serves_under_podman_play_kube(
     predictor_pod = pods_of(deployment(played["predictor"], "predictor"))
     url = f"http://{pod_ip(predictor_pod, net)}:8080"
     logs = lambda: container_logs(f"{predictor_pod}-kserve-container")  # noqa: E731
-    wait_until(lambda: answers(url, "/v2/health/ready"), "the predictor pod ready", 240, logs)
+    wait_until(lambda: health(url, "/v2/health/ready") == 200, "the predictor pod ready", 240,
+               logs)
 
     live = serving_model.live.iloc[:10]
     scores = []

@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from podman_env import BuiltImage, answers, container_logs, podman, wait_until
+from podman_env import BuiltImage, container_logs, podman, wait_until
 
 from feature_store.names import FEATURE_SERVICE
-from inference.client import free_port
+from inference.client import free_port, health
 from vigil import contract as c
 from vigil.registry import Registry
 from vigil.settings import load_settings
@@ -85,7 +85,7 @@ def predictor(vigil_image: BuiltImage, container_home: Path,
         )
         started.append(name)
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: answers(url, "/v2/health/live"), f"{name} live", 180,
+        wait_until(lambda: health(url, "/v2/health/live") == 200, f"{name} live", 180,
                    lambda: container_logs(name))
         return name, url
 
@@ -126,7 +126,7 @@ def test_the_predictor_container_scores_v1_and_v2_like_batch(
         predictor, online_store, serving_model, tx_instance, feature_names):
     store = online_store()
     _, url = predictor(store.redis_url, store.project)
-    wait_until(lambda: answers(url, "/v2/health/ready"), "ready", 60)
+    wait_until(lambda: health(url, "/v2/health/ready") == 200, "ready", 60)
     live = serving_model.live.iloc[: N_V1 + N_V2]
     scores: dict[str, float] = {}
     with httpx.Client(base_url=url, timeout=30) as http:
