@@ -35,6 +35,7 @@ def performance(ctx: click.Context, model_name: str | None, labels: str,
     transactions whose labels arrived, next to its evaluated figures (over every transaction of
     its test window, as live traffic counts). Exit code 3: not enough labels."""
     from monitoring.performance import NotEnoughLabels, run_job
+    from vigil.evaluation.metrics import METRIC_LABELS
     from vigil.registry import Registry
 
     settings = settings_from(ctx)
@@ -56,8 +57,7 @@ def performance(ctx: click.Context, model_name: str | None, labels: str,
         ev, handbook = p.evaluated, p.evaluated_handbook
         click.echo(f"{name} version {p.model_version}: {p.transactions:,} labelled transactions "
                    f"({p.frauds:,} frauds) over {len(p.days)} days")
-        for key, label in (("auc_roc", "AUC ROC"), ("average_precision", "AP"),
-                           ("card_precision_at_100", "CP@100")):
+        for key, label in METRIC_LABELS.items():
             notes = ([f"evaluated {ev[key]:.3f}"] if key in ev else []) + (
                 [f"handbook protocol {handbook[key]:.3f}"] if key in handbook else [])
             evaluated = f" ({'; '.join(notes)})" if notes else ""
